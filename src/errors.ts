@@ -1,0 +1,82 @@
+/**
+ * One error type for every protocol failure (RFC 6749 §5.2, RFC 7591 §3.2.2, RFC 6750 §3.1,
+ * RFC 7009 §2.2.1). It decides the status, the headers and the body, so no handler derives a
+ * status code of its own; `internal` carries diagnostics for the log and never reaches the wire.
+ */
+export class OAuthError extends Error {
+  readonly code: string
+  readonly description: string | undefined
+  readonly status: number
+  readonly headers: Record<string, string>
+  readonly internal: unknown
+
+  constructor(
+    code: string,
+    description?: string,
+    options: { status?: number; headers?: Record<string, string>; internal?: unknown } = {},
+  ) {
+    super(description ? `${code}: ${description}` : code)
+    this.name = 'OAuthError'
+    this.code = code
+    this.description = description
+    this.status = options.status ?? defaultStatus(code)
+    this.headers = options.headers ?? {}
+    this.internal = options.internal
+  }
+
+  /** The RFC 6749 §5.2 JSON body, with `Cache-Control: no-store` (§5.1). */
+  getResponse(): Response {
+    const body: Record<string, string> = { error: this.code }
+    if (this.description) body.error_description = this.description
+    return new Response(JSON.stringify(body), {
+      status: this.status,
+      headers: { 'content-type': 'application/json', ...NO_STORE, ...this.headers },
+    })
+  }
+}
+
+/** Headers every response carrying credentials or errors about them must have (RFC 6749 §5.1). */
+export const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const
+
+function defaultStatus(code: string): number {
+  switch (code) {
+    case 'invalid_client':
+    case 'invalid_token':
+      return 401
+    case 'insufficient_scope':
+    case 'access_denied':
+      return 403
+    case 'not_found':
+      return 404
+    case 'method_not_allowed':
+      return 405
+    case 'request_too_large':
+      return 413
+    case 'slow_down':
+    case 'rate_limited':
+      return 429
+    case 'temporarily_unavailable':
+      return 503
+    case 'server_error':
+      return 500
+    default:
+      return 400
+  }
+}
+
+/** The store or another backing service did not answer: clients may retry (RFC 6749 §4.1.2.1). */
+export function unavailable(internal: unknown, retryAfterSeconds = 1): OAuthError {
+  return new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable', {
+    status: 503,
+    headers: { 'retry-after': String(retryAfterSeconds) },
+    internal,
+  })
+}
+
+/** Thrown by the store when its backend fails, so the edge can answer 503 rather than 500. */
+export class StoreUnavailableError extends Error {
+  constructor(cause: unknown) {
+    super('store unavailable', { cause })
+    this.name = 'StoreUnavailableError'
+  }
+}

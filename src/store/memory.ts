@@ -1,0 +1,80 @@
+import type { Clock } from '../clock.js'
+import type { Store } from './store.js'
+
+interface Entry {
+  json: string
+  expiresAt: number
+}
+
+const SWEEP_EVERY_WRITES = 1024
+
+/**
+ * The embedded store for a single instance (no `REDIS_URL`). Values are kept serialised so a
+ * caller never shares a mutable object with the store, as with Redis. Expired entries are
+ * dropped on access and swept every so many writes, so memory stays bounded by live data.
+ */
+export function createMemoryStore(clock: Clock): Store {
+  const entries = new Map<string, Entry>()
+  let writes = 0
+
+  const live = (key: string): Entry | undefined => {
+    const entry = entries.get(key)
+    if (!entry) return undefined
+    if (entry.expiresAt <= clock.now()) {
+      entries.delete(key)
+      return undefined
+    }
+    return entry
+  }
+
+  const write = (key: string, json: string, ttlSeconds: number) => {
+    assertTtl(ttlSeconds)
+    entries.set(key, { json, expiresAt: clock.now() + ttlSeconds })
+    if (++writes % SWEEP_EVERY_WRITES === 0) {
+      const now = clock.now()
+      for (const [k, entry] of entries) if (entry.expiresAt <= now) entries.delete(k)
+    }
+  }
+
+  return {
+    async get<T>(key: string) {
+      const entry = live(key)
+      return entry ? (JSON.parse(entry.json) as T) : undefined
+    },
+    async put(key, value, ttlSeconds) {
+      write(key, JSON.stringify(value), ttlSeconds)
+    },
+    async add(key, value, ttlSeconds) {
+      if (live(key)) return false
+      write(key, JSON.stringify(value), ttlSeconds)
+      return true
+    },
+    async take<T>(key: string) {
+      const entry = live(key)
+      if (!entry) return undefined
+      entries.delete(key)
+      return JSON.parse(entry.json) as T
+    },
+    async delete(key) {
+      entries.delete(key)
+    },
+    async increment(key, ttlSeconds) {
+      const entry = live(key)
+      const count = entry ? (JSON.parse(entry.json) as number) + 1 : 1
+      if (entry) entry.json = String(count)
+      else write(key, '1', ttlSeconds)
+      return count
+    },
+    async ping() {},
+    async close() {
+      entries.clear()
+    },
+  }
+}
+
+/** Everything expires: a missing or non-positive TTL is a programming error. */
+export function assertTtl(ttlSeconds: number): void {
+  if (!(ttlSeconds > 0) || !Number.isFinite(ttlSeconds)) {
+    throw new RangeError(`store TTL must be a positive number of seconds, got ${ttlSeconds}`)
+  }
+}

@@ -1,0 +1,87 @@
+import { Redis, type RedisOptions } from 'ioredis'
+import { StoreUnavailableError } from '../errors.js'
+import { assertTtl } from './memory.js'
+import type { Store } from './store.js'
+
+/** How to reach Redis: a `redis://` or `rediss://` (TLS) URL and a key prefix for isolation. */
+export interface RedisStoreOptions {
+  url: string
+  keyPrefix: string
+  /** A command not answered within this time fails, so requests get 503 instead of hanging. */
+  commandTimeoutMs?: number
+}
+
+/**
+ * The shared store for several instances. Commands fail fast while Redis is away (no offline
+ * queue) and the client keeps reconnecting in the background, so the proxy recovers without a
+ * restart when Redis returns.
+ */
+export async function createRedisStore(options: RedisStoreOptions): Promise<Store> {
+  const redisOptions: RedisOptions = {
+    keyPrefix: options.keyPrefix,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: options.commandTimeoutMs ?? 2000,
+    connectTimeout: options.commandTimeoutMs ?? 2000,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
+  }
+  const redis = new Redis(options.url, redisOptions)
+  // Connection errors surface through the failing commands; an unhandled 'error' event would
+  // only print ioredis' own warning.
+  redis.on('error', () => {})
+  try {
+    await redis.connect()
+  } catch (error) {
+    redis.disconnect()
+    throw new StoreUnavailableError(error)
+  }
+
+  const run = async <T>(command: () => Promise<T>): Promise<T> => {
+    try {
+      return await command()
+    } catch (error) {
+      throw new StoreUnavailableError(error)
+    }
+  }
+  const decode = <T>(json: string | null): T | undefined =>
+    json === null ? undefined : (JSON.parse(json) as T)
+  const ms = (ttlSeconds: number) => {
+    assertTtl(ttlSeconds)
+    return Math.max(1, Math.ceil(ttlSeconds * 1000))
+  }
+
+  return {
+    get: (key) => run(async () => decode(await redis.get(key))),
+    put: async (key, value, ttlSeconds) => {
+      const px = ms(ttlSeconds)
+      await run(() => redis.set(key, JSON.stringify(value), 'PX', px))
+    },
+    add: async (key, value, ttlSeconds) => {
+      const px = ms(ttlSeconds)
+      return run(async () => (await redis.set(key, JSON.stringify(value), 'PX', px, 'NX')) === 'OK')
+    },
+    take: (key) => run(async () => decode(await redis.getdel(key))),
+    delete: (key) =>
+      run(async () => {
+        await redis.del(key)
+      }),
+    increment: async (key, ttlSeconds) => {
+      const px = ms(ttlSeconds)
+      return run(async () => {
+        // SET NX starts the window with its TTL; INCR keeps that TTL. One round trip, no Lua.
+        const replies = await redis.multi().set(key, '0', 'PX', px, 'NX').incr(key).exec()
+        const counted = replies?.[1]
+        if (!counted || counted[0]) throw counted?.[0] ?? new Error('empty MULTI reply')
+        return Number(counted[1])
+      })
+    },
+    ping: () =>
+      run(async () => {
+        await redis.ping()
+      }),
+    close: async () => {
+      await redis.quit().catch(() => redis.disconnect())
+    },
+  }
+}

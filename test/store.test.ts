@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { StoreUnavailableError } from '../src/errors.js'
+import { createMemoryStore } from '../src/store/memory.js'
+import { createRedisStore } from '../src/store/redis.js'
+import type { Store } from '../src/store/store.js'
+import { createTestClock } from './support/clock.js'
+import { createTestRedisStore } from './support/redis.js'
+
+interface Subject {
+  store: Store
+  /** Lets `seconds` pass as the store sees time. */
+  elapse(seconds: number): Promise<void>
+  close(): Promise<void>
+}
+
+async function memorySubject(): Promise<Subject> {
+  const clock = createTestClock()
+  const store = createMemoryStore(clock)
+  return { store, elapse: async (s) => clock.advance(s), close: () => store.close() }
+}
+
+async function redisSubject(): Promise<Subject> {
+  const store = await createTestRedisStore('store')
+  // Redis keeps its own time: let it pass for real, in the short TTLs these tests use.
+  return { store, elapse: (s) => new Promise((resolve) => setTimeout(resolve, s * 1000)), close: () => store.close() }
+}
+
+describe.each([
+  ['memory', memorySubject],
+  ['redis', redisSubject],
+])('store contract on %s', (_name, make) => {
+  let subject: Subject
+  let store: Store
+  beforeAll(async () => {
+    subject = await make()
+    store = subject.store
+  })
+  afterAll(() => subject.close())
+
+  it('returns what was put, as a copy', async () => {
+    const value = { a: 1, nested: { b: ['x'] } }
+    await store.put('k:copy', value, 10)
+    value.nested.b.push('mutated')
+    expect(await store.get('k:copy')).toEqual({ a: 1, nested: { b: ['x'] } })
+  })
+
+  it('returns undefined for a key never written', async () => {
+    expect(await store.get('k:missing')).toBeUndefined()
+    expect(await store.take('k:missing')).toBeUndefined()
+  })
+
+  it('forgets a value once its TTL has passed', async () => {
+    await store.put('k:ttl', 'short', 0.05)
+    await store.put('k:ttl-long', 'long', 30)
+    expect(await store.get('k:ttl')).toBe('short')
+    await subject.elapse(0.2)
+    expect(await store.get('k:ttl')).toBeUndefined()
+    expect(await store.take('k:ttl')).toBeUndefined()
+    expect(await store.get('k:ttl-long')).toBe('long')
+  })
+
+  it('refuses a write without a positive TTL', async () => {
+    await expect(store.put('k:no-ttl', 1, 0)).rejects.toThrow(RangeError)
+    await expect(store.put('k:no-ttl', 1, Number.NaN)).rejects.toThrow(RangeError)
+  })
+
+  it('take reads and deletes', async () => {
+    await store.put('k:take', { code: 1 }, 10)
+    expect(await store.take('k:take')).toEqual({ code: 1 })
+    expect(await store.take('k:take')).toBeUndefined()
+    expect(await store.get('k:take')).toBeUndefined()
+  })
+
+  it('lets exactly one of many concurrent takes win', async () => {
+    await store.put('k:race', 'prize', 10)
+    const results = await Promise.all(Array.from({ length: 50 }, () => store.take('k:race')))
+    expect(results.filter((r) => r === 'prize')).toHaveLength(1)
+  })
+
+  it('add writes only when the key is absent, once among concurrent callers', async () => {
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.add('k:add', i, 10)))
+    expect(results.filter(Boolean)).toHaveLength(1)
+    const winner = results.indexOf(true)
+    expect(await store.get('k:add')).toBe(winner)
+    await store.delete('k:add')
+    expect(await store.add('k:add', 'again', 10)).toBe(true)
+  })
+
+  it('add succeeds again after the previous value expired', async () => {
+    expect(await store.add('k:add-ttl', 1, 0.05)).toBe(true)
+    await subject.elapse(0.2)
+    expect(await store.add('k:add-ttl', 2, 10)).toBe(true)
+    expect(await store.get('k:add-ttl')).toBe(2)
+  })
+
+  it('delete removes a key and ignores a missing one', async () => {
+    await store.put('k:del', 1, 10)
+    await store.delete('k:del')
+    await store.delete('k:del')
+    expect(await store.get('k:del')).toBeUndefined()
+  })
+
+  it('counts increments within a window and restarts after it', async () => {
+    const counts = await Promise.all(Array.from({ length: 10 }, () => store.increment('k:count', 0.3)))
+    expect(counts.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    await subject.elapse(0.5)
+    expect(await store.increment('k:count', 0.3)).toBe(1)
+  })
+
+  it('answers ping', async () => {
+    await expect(store.ping()).resolves.toBeUndefined()
+  })
+})
+
+describe('redis store isolation and failure', () => {
+  it('keeps two prefixes apart', async () => {
+    const a = await createTestRedisStore('iso-a')
+    const b = await createTestRedisStore('iso-b')
+    try {
+      await a.put('shared', 'a', 10)
+      expect(await b.get('shared')).toBeUndefined()
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  })
+
+  it('fails with StoreUnavailableError when no Redis answers', async () => {
+    await expect(
+      createRedisStore({ url: 'redis://127.0.0.1:1', keyPrefix: 'x:', commandTimeoutMs: 300 }),
+    ).rejects.toBeInstanceOf(StoreUnavailableError)
+  })
+})
