@@ -1,0 +1,384 @@
+import { z } from 'zod'
+import { checkRedirectUri } from './oauth/redirect-uri.js'
+
+/** Which upstream identity provider signs users in. */
+export type UpstreamKind = 'kinde' | 'auth0' | 'oidc'
+
+/** The upstream as configured: where it is and how the proxy authenticates to it. */
+export interface UpstreamSettings {
+  readonly kind: UpstreamKind
+  /** The issuer exactly as the provider's discovery document states it. */
+  readonly issuer: URL
+  readonly clientId: string
+  readonly clientSecret: string | undefined
+  /** API audience sent as `audience`; Kinde and Auth0 return JWT access tokens only with it. */
+  readonly audience: string | undefined
+}
+
+/** A first-party client declared in configuration rather than registered at run time. */
+export interface StaticClientSettings {
+  readonly clientId: string
+  readonly clientSecret: string | undefined
+  readonly clientName: string
+  readonly redirectUris: readonly string[]
+  readonly grantTypes: readonly string[]
+}
+
+/** Everything the proxy needs to know at start-up, parsed once and frozen. */
+export interface Config {
+  /** The public origin, e.g. `https://mcp.example.com`; every route hangs under it. */
+  readonly publicUrl: URL
+  /** The authorization server's issuer identifier (RFC 8414 §2): the public origin, no slash. */
+  readonly issuer: string
+  /** The protected MCP resource (RFC 8707, RFC 9728): `PUBLIC_URL/mcp`. */
+  readonly resource: string
+  readonly host: string
+  readonly port: number
+  readonly upstream: UpstreamSettings
+  readonly redisUrl: string | undefined
+  readonly redisKeyPrefix: string
+  readonly signingKey: string | undefined
+  readonly signingKeyPrevious: string | undefined
+  readonly encryptionKey: string | undefined
+  /** Scopes of the MCP resource, advertised in the protected-resource metadata. */
+  readonly scopes: readonly string[]
+  readonly consent: 'prompt' | 'skip'
+  readonly allowedEmailDomains: readonly string[]
+  readonly allowedOrgCodes: readonly string[]
+  readonly requiredPermissions: readonly string[]
+  readonly staticClients: readonly StaticClientSettings[]
+  readonly clientIdMetadataDocuments: boolean
+  /** Requests a minute per client IP at `/register`; 0 turns the limit off. */
+  readonly registerRateLimit: number
+  /** Requests a minute per client id at `/token`; 0 turns the limit off. */
+  readonly tokenRateLimit: number
+  readonly accessTokenTtlSeconds: number
+  readonly refreshTokenTtlSeconds: number
+  readonly refreshGraceSeconds: number
+  readonly authCodeTtlSeconds: number
+  readonly transactionTtlSeconds: number
+  readonly clientIdleTtlSeconds: number
+  readonly keyRotationSeconds: number
+  readonly upstreamTimeoutSeconds: number
+  readonly mcpUpstreamUrl: URL | undefined
+  readonly mcpSessions: 'stateful' | 'stateless'
+  /** Take the client address from `X-Forwarded-For` (only behind a proxy you run). */
+  readonly trustProxy: boolean
+  readonly logLevel: string
+}
+
+/** Start-up configuration is wrong; `problems` has one line per variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join('\n'))
+    this.name = 'ConfigError'
+  }
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
+
+/** True for hosts that never leave the machine: where plain http is acceptable. */
+export function isLoopbackHost(hostname: string): boolean {
+  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname)
+}
+
+const secureUrl = z
+  .string()
+  .trim()
+  .transform((value, ctx) => {
+    let url: URL
+    try {
+      url = new URL(value)
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a URL` })
+      return z.NEVER
+    }
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'must be an https URL (plain http only on loopback)',
+      })
+      return z.NEVER
+    }
+    if (url.username || url.password || url.hash) {
+      ctx.addIssue({ code: 'custom', message: 'must not contain credentials or a fragment' })
+      return z.NEVER
+    }
+    return url
+  })
+
+const publicUrl = secureUrl.superRefine((url, ctx) => {
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search) {
+    ctx.addIssue({
+      code: 'custom',
+      message: 'must be an origin without a path or query, e.g. https://mcp.example.com',
+    })
+  }
+})
+
+/** `AUTH0_DOMAIN` is `tenant.auth0.com` or a full URL; Auth0's issuer ends with a slash. */
+const auth0Domain = z
+  .string()
+  .trim()
+  .transform((value) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `https://${value}`))
+  .pipe(secureUrl)
+  .transform((url) => new URL(url.pathname.endsWith('/') ? url.href : `${url.href}/`))
+
+const list = z
+  .string()
+  .optional()
+  .transform((value) =>
+    (value ?? '')
+      .split(/[\s,]+/)
+      .map((item) => item.trim())
+      .filter(Boolean),
+  )
+
+const wholeNumber = (message: string) => z.coerce.number({ error: message }).int(message)
+
+const seconds = (fallback: number) =>
+  wholeNumber('must be a whole number of seconds').positive('must be positive').default(fallback)
+
+const rate = (fallback: number) =>
+  wholeNumber('must be a whole number').nonnegative('must be 0 or more').default(fallback)
+
+const bool = (fallback: boolean) =>
+  z.stringbool({ error: 'must be true or false' }).default(fallback)
+
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { error: `must be one of ${values.join(', ')}` })
+
+const nonEmpty = z.string().trim().min(1, 'must not be empty')
+
+const staticClient = z.object({
+  client_id: nonEmpty,
+  client_secret: nonEmpty.optional(),
+  client_name: nonEmpty.optional(),
+  redirect_uris: z.array(nonEmpty).min(1, 'needs at least one redirect URI'),
+  grant_types: z
+    .array(z.enum(['authorization_code', 'refresh_token']))
+    .default(['authorization_code', 'refresh_token']),
+})
+
+const staticClients = z
+  .string()
+  .optional()
+  .transform((value, ctx) => {
+    if (!value?.trim()) return []
+    let json: unknown
+    try {
+      json = JSON.parse(value)
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be a JSON array of client objects' })
+      return z.NEVER
+    }
+    const parsed = z.array(staticClient).safeParse(json)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      ctx.addIssue({ code: 'custom', message: `${issue?.path.join('.')}: ${issue?.message}` })
+      return z.NEVER
+    }
+    for (const [i, client] of parsed.data.entries()) {
+      for (const uri of client.redirect_uris) {
+        const problem = checkRedirectUri(uri, 'native')
+        if (problem) {
+          ctx.addIssue({ code: 'custom', message: `${i}.redirect_uris: ${uri}: ${problem}` })
+          return z.NEVER
+        }
+      }
+    }
+    return parsed.data.map(
+      (client): StaticClientSettings => ({
+        clientId: client.client_id,
+        clientSecret: client.client_secret,
+        clientName: client.client_name ?? client.client_id,
+        redirectUris: client.redirect_uris,
+        grantTypes: client.grant_types,
+      }),
+    )
+  })
+
+const DAY = 86_400
+
+const EnvSchema = z.object({
+  PUBLIC_URL: publicUrl,
+  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  PORT: wholeNumber('must be a port number')
+    .min(0, 'must be a port number')
+    .max(65_535, 'must be a port number')
+    .default(3000),
+  UPSTREAM: oneOf(['kinde', 'auth0', 'oidc']).optional(),
+  KINDE_ISSUER_URL: secureUrl.optional(),
+  KINDE_CLIENT_ID: nonEmpty.optional(),
+  KINDE_CLIENT_SECRET: nonEmpty.optional(),
+  KINDE_AUDIENCE: nonEmpty.optional(),
+  AUTH0_DOMAIN: auth0Domain.optional(),
+  AUTH0_CLIENT_ID: nonEmpty.optional(),
+  AUTH0_CLIENT_SECRET: nonEmpty.optional(),
+  AUTH0_AUDIENCE: nonEmpty.optional(),
+  OIDC_ISSUER_URL: secureUrl.optional(),
+  OIDC_CLIENT_ID: nonEmpty.optional(),
+  OIDC_CLIENT_SECRET: nonEmpty.optional(),
+  OIDC_AUDIENCE: nonEmpty.optional(),
+  REDIS_URL: z
+    .string()
+    .trim()
+    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .optional(),
+  REDIS_KEY_PREFIX: z.string().default('mcp-oauth-proxy:'),
+  SIGNING_KEY: nonEmpty.optional(),
+  SIGNING_KEY_PREVIOUS: nonEmpty.optional(),
+  ENCRYPTION_KEY: nonEmpty.optional(),
+  SCOPES: list.transform((scopes) => (scopes.length ? scopes : ['openid', 'profile', 'email'])),
+  CONSENT: oneOf(['prompt', 'skip']).default('prompt'),
+  ALLOWED_EMAIL_DOMAINS: list.transform((domains) => domains.map((d) => d.toLowerCase())),
+  ALLOWED_ORG_CODES: list,
+  REQUIRED_PERMISSIONS: list,
+  STATIC_CLIENTS: staticClients,
+  CLIENT_ID_METADATA_DOCUMENTS: bool(true),
+  REGISTER_RATE_LIMIT: rate(120),
+  TOKEN_RATE_LIMIT: rate(300),
+  ACCESS_TOKEN_TTL_SECONDS: seconds(3600),
+  REFRESH_TOKEN_TTL_SECONDS: seconds(30 * DAY),
+  REFRESH_GRACE_SECONDS: seconds(60),
+  AUTH_CODE_TTL_SECONDS: seconds(60),
+  TRANSACTION_TTL_SECONDS: seconds(600),
+  CLIENT_IDLE_TTL_SECONDS: seconds(90 * DAY),
+  KEY_ROTATION_SECONDS: seconds(30 * DAY),
+  UPSTREAM_TIMEOUT_SECONDS: seconds(10),
+  MCP_UPSTREAM_URL: secureUrl.optional(),
+  MCP_SESSIONS: oneOf(['stateful', 'stateless']).default('stateful'),
+  TRUST_PROXY: bool(false),
+  LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+})
+
+type Env = z.output<typeof EnvSchema>
+
+/**
+ * Turns the environment into a frozen `Config`. Every bad variable is reported, one line
+ * each (`NAME: what is wrong`), in a single `ConfigError`. Empty strings count as unset, as
+ * they do in most `.env` tooling.
+ */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''),
+  )
+  const parsed = EnvSchema.safeParse(present)
+  const problems: string[] = []
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0] ?? 'environment')
+      const message = name in present ? issue.message : 'is required'
+      problems.push(`${name}: ${message}`)
+    }
+    throw new ConfigError(problems)
+  }
+  const vars = parsed.data
+  const upstream = pickUpstream(vars, problems)
+  if (problems.length || !upstream) throw new ConfigError(problems)
+
+  const origin = vars.PUBLIC_URL.origin
+  return Object.freeze({
+    publicUrl: new URL(origin),
+    issuer: origin,
+    resource: `${origin}/mcp`,
+    host: vars.HOST,
+    port: vars.PORT,
+    upstream: Object.freeze(upstream),
+    redisUrl: vars.REDIS_URL,
+    redisKeyPrefix: vars.REDIS_KEY_PREFIX,
+    signingKey: vars.SIGNING_KEY,
+    signingKeyPrevious: vars.SIGNING_KEY_PREVIOUS,
+    encryptionKey: vars.ENCRYPTION_KEY,
+    scopes: Object.freeze(vars.SCOPES.filter((scope) => scope !== 'offline_access')),
+    consent: vars.CONSENT,
+    allowedEmailDomains: Object.freeze(vars.ALLOWED_EMAIL_DOMAINS),
+    allowedOrgCodes: Object.freeze(vars.ALLOWED_ORG_CODES),
+    requiredPermissions: Object.freeze(vars.REQUIRED_PERMISSIONS),
+    staticClients: Object.freeze(vars.STATIC_CLIENTS),
+    clientIdMetadataDocuments: vars.CLIENT_ID_METADATA_DOCUMENTS,
+    registerRateLimit: vars.REGISTER_RATE_LIMIT,
+    tokenRateLimit: vars.TOKEN_RATE_LIMIT,
+    accessTokenTtlSeconds: vars.ACCESS_TOKEN_TTL_SECONDS,
+    refreshTokenTtlSeconds: vars.REFRESH_TOKEN_TTL_SECONDS,
+    refreshGraceSeconds: vars.REFRESH_GRACE_SECONDS,
+    authCodeTtlSeconds: vars.AUTH_CODE_TTL_SECONDS,
+    transactionTtlSeconds: vars.TRANSACTION_TTL_SECONDS,
+    clientIdleTtlSeconds: vars.CLIENT_IDLE_TTL_SECONDS,
+    keyRotationSeconds: vars.KEY_ROTATION_SECONDS,
+    upstreamTimeoutSeconds: vars.UPSTREAM_TIMEOUT_SECONDS,
+    mcpUpstreamUrl: vars.MCP_UPSTREAM_URL,
+    mcpSessions: vars.MCP_SESSIONS,
+    trustProxy: vars.TRUST_PROXY,
+    logLevel: vars.LOG_LEVEL,
+  })
+}
+
+const UPSTREAM_KEYS = {
+  kinde: ['KINDE_ISSUER_URL', 'KINDE_CLIENT_ID', 'KINDE_CLIENT_SECRET'],
+  auth0: ['AUTH0_DOMAIN', 'AUTH0_CLIENT_ID', 'AUTH0_CLIENT_SECRET', 'AUTH0_AUDIENCE'],
+  oidc: ['OIDC_ISSUER_URL', 'OIDC_CLIENT_ID'],
+} as const satisfies Record<UpstreamKind, readonly (keyof Env)[]>
+
+function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefined {
+  const configured = (Object.keys(UPSTREAM_KEYS) as UpstreamKind[]).filter(
+    (kind) => vars[UPSTREAM_KEYS[kind][0]] !== undefined,
+  )
+  const kind = vars.UPSTREAM ?? (configured.length === 1 ? configured[0] : undefined)
+  if (!kind) {
+    problems.push(
+      configured.length === 0
+        ? 'UPSTREAM: no upstream configured; set KINDE_ISSUER_URL, AUTH0_DOMAIN or OIDC_ISSUER_URL with its client id and secret'
+        : `UPSTREAM: several upstreams are configured (${configured.join(', ')}); set UPSTREAM to pick one`,
+    )
+    return undefined
+  }
+  for (const name of UPSTREAM_KEYS[kind]) {
+    if (vars[name] !== undefined) continue
+    problems.push(
+      name === 'AUTH0_AUDIENCE'
+        ? 'AUTH0_AUDIENCE: is required; without an API audience Auth0 issues opaque tokens that only its /userinfo accepts'
+        : `${name}: is required when UPSTREAM is ${kind}`,
+    )
+  }
+  if (problems.length) return undefined
+  switch (kind) {
+    case 'kinde':
+      return settings(
+        kind,
+        vars.KINDE_ISSUER_URL,
+        vars.KINDE_CLIENT_ID,
+        vars.KINDE_CLIENT_SECRET,
+        vars.KINDE_AUDIENCE,
+      )
+    case 'auth0':
+      return settings(
+        kind,
+        vars.AUTH0_DOMAIN,
+        vars.AUTH0_CLIENT_ID,
+        vars.AUTH0_CLIENT_SECRET,
+        vars.AUTH0_AUDIENCE,
+      )
+    case 'oidc':
+      return settings(
+        kind,
+        vars.OIDC_ISSUER_URL,
+        vars.OIDC_CLIENT_ID,
+        vars.OIDC_CLIENT_SECRET,
+        vars.OIDC_AUDIENCE,
+      )
+  }
+}
+
+function settings(
+  kind: UpstreamKind,
+  issuer: URL | undefined,
+  clientId: string | undefined,
+  clientSecret: string | undefined,
+  audience: string | undefined,
+): UpstreamSettings {
+  if (!issuer || !clientId) throw new Error('unreachable: required upstream variables were checked')
+  // Kinde's issuer has no trailing slash even when the variable is written with one.
+  const normalized = kind === 'kinde' ? new URL(issuer.href.replace(/\/+$/, '')) : issuer
+  return { kind, issuer: normalized, clientId, clientSecret, audience }
+}

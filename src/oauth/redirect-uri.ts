@@ -1,0 +1,109 @@
+/** RFC 7591 §2 `application_type`: native apps may use loopback and private-use schemes. */
+export type ApplicationType = 'native' | 'web'
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]'])
+const MAX_REDIRECT_URI_LENGTH = 2048
+
+// Schemes that execute, read local content or are not navigable: never a redirect target.
+const FORBIDDEN_SCHEMES = new Set([
+  'javascript:',
+  'vbscript:',
+  'data:',
+  'file:',
+  'blob:',
+  'about:',
+  'filesystem:',
+  'view-source:',
+  'ws:',
+  'wss:',
+  'ftp:',
+  'mailto:',
+  'tel:',
+  'sms:',
+])
+
+/** True for `http://localhost`, `http://127.0.0.1` and `http://[::1]` on any port (RFC 8252 §7.3). */
+export function isLoopbackRedirect(uri: URL): boolean {
+  return uri.protocol === 'http:' && LOOPBACK.has(uri.hostname)
+}
+
+/** A private-use URI scheme such as `cursor://…` (RFC 8252 §7.1). */
+export function isPrivateUseScheme(uri: URL): boolean {
+  return uri.protocol !== 'http:' && uri.protocol !== 'https:'
+}
+
+/**
+ * Returns what is wrong with `raw` as a redirect URI for a client of `applicationType`, or
+ * undefined when it is acceptable: https anywhere but loopback for web clients; for native
+ * clients also loopback http on any port and private-use schemes (RFC 8252 §7, MCP
+ * 2026-07-28). Fragments, credentials, backslashes and executable schemes are never allowed.
+ */
+export function checkRedirectUri(
+  raw: string,
+  applicationType: ApplicationType,
+): string | undefined {
+  if (raw.length > MAX_REDIRECT_URI_LENGTH) return 'is too long'
+  // The WHATWG parser silently rewrites these; a URI that needs rewriting is not exact.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it refuses
+  if (/[\s\\\u0000-\u001f\u007f]/.test(raw))
+    return 'must not contain whitespace, control characters or backslashes'
+  if (raw.includes('#')) return 'must not contain a fragment'
+  let uri: URL
+  try {
+    uri = new URL(raw)
+  } catch {
+    return 'is not an absolute URI'
+  }
+  if (FORBIDDEN_SCHEMES.has(uri.protocol)) return `must not use the ${uri.protocol} scheme`
+  if (uri.username || uri.password || /^[a-z][a-z0-9+.-]*:\/\/[^/?]*@/i.test(raw)) {
+    return 'must not contain user credentials'
+  }
+  if (uri.protocol === 'https:') {
+    if (!uri.hostname) return 'must name a host'
+    if (applicationType === 'web' && LOOPBACK.has(uri.hostname)) {
+      return 'web clients must not use loopback redirect URIs'
+    }
+    return undefined
+  }
+  if (uri.protocol === 'http:') {
+    if (!LOOPBACK.has(uri.hostname)) return 'must use https (plain http only on loopback)'
+    if (applicationType === 'web') return 'web clients must not use loopback redirect URIs'
+    return undefined
+  }
+  if (applicationType === 'web') return 'web clients must use https redirect URIs'
+  return undefined
+}
+
+/**
+ * RFC 7591 leaves `application_type` optional and the MCP SDK 1.x client omits it: a client
+ * with any loopback or private-use redirect URI is a native app, anything else a web app.
+ */
+export function inferApplicationType(redirectUris: readonly string[]): ApplicationType {
+  for (const raw of redirectUris) {
+    const uri = URL.canParse(raw) ? new URL(raw) : undefined
+    if (uri && (isLoopbackRedirect(uri) || isPrivateUseScheme(uri))) return 'native'
+  }
+  return 'web'
+}
+
+/**
+ * Whether `requested` may be used where `registered` was registered: loopback URIs match on
+ * any port (RFC 8252 §7.3, native apps bind ephemeral ports); everything else must be the
+ * registered string exactly (OAuth 2.1 §4.1.1, RFC 9700 §4.1.3).
+ */
+export function redirectUriMatches(registered: string, requested: string): boolean {
+  if (registered === requested) return true
+  if (!URL.canParse(registered) || !URL.canParse(requested)) return false
+  if (/[\s\\#]/.test(requested)) return false
+  const a = new URL(registered)
+  const b = new URL(requested)
+  return (
+    !b.username &&
+    !b.password &&
+    isLoopbackRedirect(a) &&
+    isLoopbackRedirect(b) &&
+    a.hostname === b.hostname &&
+    a.pathname === b.pathname &&
+    a.search === b.search
+  )
+}

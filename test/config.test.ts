@@ -1,0 +1,233 @@
+import { describe, expect, it } from 'vitest'
+import { ConfigError, loadConfig } from '../src/config.js'
+
+const KINDE = {
+  PUBLIC_URL: 'https://mcp.example.com',
+  KINDE_ISSUER_URL: 'https://acme.kinde.com',
+  KINDE_CLIENT_ID: 'id',
+  KINDE_CLIENT_SECRET: 'secret',
+}
+const AUTH0 = {
+  PUBLIC_URL: 'https://mcp.example.com',
+  AUTH0_DOMAIN: 'acme.eu.auth0.com',
+  AUTH0_CLIENT_ID: 'id',
+  AUTH0_CLIENT_SECRET: 'secret',
+  AUTH0_AUDIENCE: 'https://api.acme.com',
+}
+
+function problemsOf(env: Record<string, string | undefined>): readonly string[] {
+  try {
+    loadConfig(env)
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems
+    throw error
+  }
+  throw new Error('expected a ConfigError')
+}
+
+describe('loadConfig', () => {
+  it('derives issuer and MCP resource from PUBLIC_URL and applies defaults', () => {
+    const config = loadConfig({ ...KINDE, PUBLIC_URL: 'https://mcp.example.com/' })
+    expect(config.issuer).toBe('https://mcp.example.com')
+    expect(config.resource).toBe('https://mcp.example.com/mcp')
+    expect(config.port).toBe(3000)
+    expect(config.redisUrl).toBeUndefined()
+    expect(config.scopes).toEqual(['openid', 'profile', 'email'])
+    expect(config.registerRateLimit).toBe(120)
+    expect(config.tokenRateLimit).toBe(300)
+    expect(config.clientIdleTtlSeconds).toBe(90 * 86_400)
+    expect(config.authCodeTtlSeconds).toBe(60)
+    expect(config.refreshGraceSeconds).toBe(60)
+    expect(config.upstreamTimeoutSeconds).toBe(10)
+    expect(config.mcpSessions).toBe('stateful')
+    expect(Object.isFrozen(config)).toBe(true)
+  })
+
+  it('picks the Kinde upstream and drops a trailing slash from its issuer', () => {
+    const config = loadConfig({
+      ...KINDE,
+      KINDE_ISSUER_URL: 'https://acme.kinde.com/',
+      KINDE_AUDIENCE: 'api',
+    })
+    expect(config.upstream).toMatchObject({
+      kind: 'kinde',
+      clientId: 'id',
+      clientSecret: 'secret',
+      audience: 'api',
+    })
+    expect(config.upstream.issuer.href).toBe('https://acme.kinde.com/')
+    expect(config.upstream.issuer.origin).toBe('https://acme.kinde.com')
+  })
+
+  it('accepts AUTH0_DOMAIN as a bare domain, assuming https and Auth0’s trailing slash', () => {
+    expect(loadConfig(AUTH0).upstream.issuer.href).toBe('https://acme.eu.auth0.com/')
+  })
+
+  it('accepts AUTH0_DOMAIN as a full URL', () => {
+    const config = loadConfig({ ...AUTH0, AUTH0_DOMAIN: 'https://login.acme.com' })
+    expect(config.upstream.issuer.href).toBe('https://login.acme.com/')
+  })
+
+  it('allows plain http only for loopback hosts', () => {
+    expect(
+      loadConfig({ ...KINDE, KINDE_ISSUER_URL: 'http://127.0.0.1:4000' }).upstream.issuer.host,
+    ).toBe('127.0.0.1:4000')
+    expect(loadConfig({ ...KINDE, PUBLIC_URL: 'http://localhost:3000' }).issuer).toBe(
+      'http://localhost:3000',
+    )
+    expect(problemsOf({ ...KINDE, KINDE_ISSUER_URL: 'http://acme.kinde.com' })).toEqual([
+      'KINDE_ISSUER_URL: must be an https URL (plain http only on loopback)',
+    ])
+    expect(problemsOf({ ...AUTH0, AUTH0_DOMAIN: 'http://acme.auth0.com' })).toEqual([
+      'AUTH0_DOMAIN: must be an https URL (plain http only on loopback)',
+    ])
+    expect(problemsOf({ ...KINDE, PUBLIC_URL: 'http://mcp.example.com' })).toEqual([
+      'PUBLIC_URL: must be an https URL (plain http only on loopback)',
+    ])
+  })
+
+  it('lists every bad variable, one line each', () => {
+    expect(
+      problemsOf({
+        ...KINDE,
+        PUBLIC_URL: 'not a url',
+        PORT: 'eighty',
+        REGISTER_RATE_LIMIT: '-1',
+        CONSENT: 'maybe',
+        TRUST_PROXY: 'perhaps',
+      }),
+    ).toEqual([
+      'PUBLIC_URL: "not a url" is not a URL',
+      'PORT: must be a port number',
+      'CONSENT: must be one of prompt, skip',
+      'REGISTER_RATE_LIMIT: must be 0 or more',
+      'TRUST_PROXY: must be true or false',
+    ])
+  })
+
+  it('requires PUBLIC_URL', () => {
+    const { PUBLIC_URL: _omitted, ...env } = KINDE
+    expect(problemsOf(env)).toEqual(['PUBLIC_URL: is required'])
+  })
+
+  it('refuses a PUBLIC_URL with a path', () => {
+    expect(problemsOf({ ...KINDE, PUBLIC_URL: 'https://example.com/mcp' })).toEqual([
+      'PUBLIC_URL: must be an origin without a path or query, e.g. https://mcp.example.com',
+    ])
+  })
+
+  it('asks for an upstream when none is configured', () => {
+    expect(problemsOf({ PUBLIC_URL: 'https://mcp.example.com' })).toEqual([
+      'UPSTREAM: no upstream configured; set KINDE_ISSUER_URL, AUTH0_DOMAIN or OIDC_ISSUER_URL with its client id and secret',
+    ])
+  })
+
+  it('asks UPSTREAM to choose when several are configured, and honours the choice', () => {
+    expect(problemsOf({ ...KINDE, ...AUTH0 })).toEqual([
+      'UPSTREAM: several upstreams are configured (kinde, auth0); set UPSTREAM to pick one',
+    ])
+    expect(loadConfig({ ...KINDE, ...AUTH0, UPSTREAM: 'auth0' }).upstream.kind).toBe('auth0')
+  })
+
+  it('names each missing variable of the chosen upstream', () => {
+    expect(
+      problemsOf({
+        PUBLIC_URL: 'https://mcp.example.com',
+        KINDE_ISSUER_URL: 'https://a.kinde.com',
+      }),
+    ).toEqual([
+      'KINDE_CLIENT_ID: is required when UPSTREAM is kinde',
+      'KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
+    ])
+  })
+
+  it('refuses Auth0 without an API audience, saying why', () => {
+    const { AUTH0_AUDIENCE: _omitted, ...env } = AUTH0
+    expect(problemsOf(env)).toEqual([
+      'AUTH0_AUDIENCE: is required; without an API audience Auth0 issues opaque tokens that only its /userinfo accepts',
+    ])
+  })
+
+  it('accepts a generic OIDC provider without a client secret', () => {
+    const config = loadConfig({
+      PUBLIC_URL: 'https://mcp.example.com',
+      OIDC_ISSUER_URL: 'https://id.example.com/realms/main',
+      OIDC_CLIENT_ID: 'mcp',
+    })
+    expect(config.upstream).toMatchObject({ kind: 'oidc', clientSecret: undefined })
+    expect(config.upstream.issuer.href).toBe('https://id.example.com/realms/main')
+  })
+
+  it('reads booleans as words, never truthy strings', () => {
+    expect(loadConfig({ ...KINDE, TRUST_PROXY: 'false' }).trustProxy).toBe(false)
+    expect(loadConfig({ ...KINDE, TRUST_PROXY: 'true' }).trustProxy).toBe(true)
+    expect(
+      loadConfig({ ...KINDE, CLIENT_ID_METADATA_DOCUMENTS: 'false' }).clientIdMetadataDocuments,
+    ).toBe(false)
+  })
+
+  it('treats empty variables as unset', () => {
+    expect(loadConfig({ ...KINDE, REDIS_URL: '', PORT: '' }).port).toBe(3000)
+  })
+
+  it('never advertises offline_access as a resource scope', () => {
+    expect(loadConfig({ ...KINDE, SCOPES: 'openid offline_access tools:read' }).scopes).toEqual([
+      'openid',
+      'tools:read',
+    ])
+  })
+
+  it('parses lists separated by commas or spaces', () => {
+    const config = loadConfig({
+      ...KINDE,
+      ALLOWED_EMAIL_DOMAINS: 'Acme.com, example.org',
+      ALLOWED_ORG_CODES: 'org_1 org_2',
+    })
+    expect(config.allowedEmailDomains).toEqual(['acme.com', 'example.org'])
+    expect(config.allowedOrgCodes).toEqual(['org_1', 'org_2'])
+  })
+
+  it('reads static clients from JSON and checks their redirect URIs', () => {
+    const config = loadConfig({
+      ...KINDE,
+      STATIC_CLIENTS: JSON.stringify([
+        {
+          client_id: 'first-party',
+          client_secret: 's',
+          redirect_uris: ['https://app.example.com/cb'],
+        },
+      ]),
+    })
+    expect(config.staticClients).toEqual([
+      {
+        clientId: 'first-party',
+        clientSecret: 's',
+        clientName: 'first-party',
+        redirectUris: ['https://app.example.com/cb'],
+        grantTypes: ['authorization_code', 'refresh_token'],
+      },
+    ])
+    expect(problemsOf({ ...KINDE, STATIC_CLIENTS: '{' })).toEqual([
+      'STATIC_CLIENTS: must be a JSON array of client objects',
+    ])
+    expect(
+      problemsOf({
+        ...KINDE,
+        STATIC_CLIENTS: JSON.stringify([
+          { client_id: 'x', redirect_uris: ['http://evil.example/cb'] },
+        ]),
+      }),
+    ).toEqual([
+      'STATIC_CLIENTS: 0.redirect_uris: http://evil.example/cb: must use https (plain http only on loopback)',
+    ])
+  })
+
+  it('accepts redis and rediss URLs only', () => {
+    expect(loadConfig({ ...KINDE, REDIS_URL: 'rediss://cache.example.com:6380' }).redisUrl).toBe(
+      'rediss://cache.example.com:6380',
+    )
+    expect(problemsOf({ ...KINDE, REDIS_URL: 'http://cache' })).toEqual([
+      'REDIS_URL: must start with redis:// or rediss://',
+    ])
+  })
+})
