@@ -1,0 +1,67 @@
+import { Hono } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import type { Deps } from './deps.js'
+import { OAuthError, StoreUnavailableError, unavailable } from './errors.js'
+import { createClients } from './oauth/clients.js'
+import { metadataRoutes } from './oauth/metadata.js'
+import { registerRoutes } from './oauth/register.js'
+
+/**
+ * Builds the proxy as one Hono app from its dependencies. Nothing is shared between two apps
+ * built from different `deps`, so tests may run several in one process.
+ */
+export function createApp(deps: Deps): Hono {
+  const clients = createClients(deps)
+  const app = new Hono()
+
+  app.use(async function requestLog(c, next) {
+    const started = performance.now()
+    await next()
+    // The path only: query strings carry codes and states.
+    deps.logger.debug(
+      {
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        ms: Math.round(performance.now() - started),
+      },
+      'request',
+    )
+  })
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', async (c) => {
+    try {
+      await deps.store.ping()
+      return c.json({ status: 'ready' })
+    } catch {
+      return c.json({ status: 'unavailable', reason: 'store does not answer' }, 503)
+    }
+  })
+
+  app.route('/', metadataRoutes(deps))
+  app.route('/', registerRoutes(deps, clients))
+
+  app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())
+  app.onError((error, c) => {
+    if (error instanceof OAuthError) {
+      if (error.status >= 500)
+        deps.logger.warn({ err: error.internal, code: error.code, path: c.req.path }, error.message)
+      return error.getResponse()
+    }
+    if (error instanceof StoreUnavailableError) {
+      deps.logger.error({ err: error.cause, path: c.req.path }, 'store unavailable')
+      return unavailable(error).getResponse()
+    }
+    if (error instanceof HTTPException && error.status < 500) {
+      return new OAuthError('invalid_request', error.message || 'bad request', {
+        status: error.status,
+      }).getResponse()
+    }
+    deps.logger.error({ err: error, path: c.req.path }, 'unhandled error')
+    return new OAuthError('server_error', 'an unexpected error occurred', {
+      status: 500,
+    }).getResponse()
+  })
+  return app
+}

@@ -1,0 +1,22 @@
+import type { Logger } from 'pino'
+import type { Clock } from './clock.js'
+import type { Config } from './config.js'
+import type { MetadataDocumentOptions } from './oauth/client-metadata-document.js'
+import type { Store } from './store/store.js'
+import type { Keys } from './tokens/keys.js'
+
+/**
+ * Everything a route or protocol function may touch, built once by `server.ts` (or a test)
+ * and passed down: no module keeps state of its own (STYLE.md §4).
+ */
+export interface Deps {
+  readonly config: Config
+  readonly store: Store
+  readonly keys: Keys
+  readonly clock: Clock
+  readonly logger: Logger
+  /** Outbound HTTP to the upstream IdP, injected so tests can add faults around a real peer. */
+  readonly fetch: typeof fetch
+  /** How Client ID Metadata Documents are fetched; tests lift the address guard here. */
+  readonly metadataDocuments?: Partial<MetadataDocumentOptions>
+}

@@ -1,0 +1,140 @@
+import { randomToken, sha256 } from '../crypto.js'
+import type { Deps } from '../deps.js'
+import type { Client } from './client.js'
+import type { ValidatedClientMetadata } from './client-metadata.js'
+import { isMetadataDocumentUrl, resolveMetadataDocumentClient } from './client-metadata-document.js'
+
+/** Finds and registers clients, whichever way they were registered. */
+export interface Clients {
+  /**
+   * The client for `clientId`: static (configuration), a Client ID Metadata Document (an https
+   * URL, fetched and cached) or one registered through `/register`; undefined when unknown.
+   * A metadata document that cannot be used throws `invalid_client` saying why.
+   */
+  find(clientId: string): Promise<Client | undefined>
+  /** Stores a new registration; the secret, for confidential clients, is returned only here. */
+  register(metadata: ValidatedClientMetadata): Promise<{ client: Client; clientSecret?: string }>
+  /** Marks a dynamic client as in use, extending its life to the full idle TTL. */
+  touch(client: Client): Promise<void>
+}
+
+// A registration nobody has used yet lives a day; use extends it to CLIENT_IDLE_TTL_SECONDS.
+// Clients that register on every connect (claude.ai sends two registrations per connect) thus
+// leave behind only what a day of registrations holds, and the rate limit bounds that.
+const UNUSED_TTL_SECONDS = 86_400
+const TOUCH_INTERVAL_SECONDS = 86_400
+
+interface StoredClient extends Client {
+  touchedAt: number
+}
+
+const clientKey = (clientId: string) => `client:${clientId}`
+const dedupeKey = (fingerprint: string) => `client-dedupe:${fingerprint}`
+
+/**
+ * The client registry over the store (STYLE.md §6: secrets kept as SHA-256 hashes). Identical
+ * registrations of public clients share one `client_id`: a public client id is not a secret,
+ * and hosted clients register the same metadata for every user.
+ */
+export function createClients(
+  deps: Pick<Deps, 'config' | 'store' | 'clock' | 'logger' | 'metadataDocuments'>,
+): Clients {
+  const { config, store, clock } = deps
+  const idleTtl = config.clientIdleTtlSeconds
+  const unusedTtl = Math.min(UNUSED_TTL_SECONDS, idleTtl)
+  const statics = new Map(
+    config.staticClients.map((settings): [string, Client] => [
+      settings.clientId,
+      {
+        clientId: settings.clientId,
+        source: 'static',
+        clientSecretHash: settings.clientSecret ? sha256(settings.clientSecret) : undefined,
+        tokenEndpointAuthMethod: settings.clientSecret ? 'client_secret_basic' : 'none',
+        applicationType: 'native',
+        redirectUris: settings.redirectUris,
+        grantTypes: settings.grantTypes as Client['grantTypes'],
+        responseTypes: ['code'],
+        clientName: settings.clientName,
+        clientIdIssuedAt: 0,
+      },
+    ]),
+  )
+
+  return {
+    async find(clientId) {
+      const fixed = statics.get(clientId)
+      if (fixed) return fixed
+      if (config.clientIdMetadataDocuments && isMetadataDocumentUrl(clientId)) {
+        return resolveMetadataDocumentClient(clientId, deps, deps.metadataDocuments)
+      }
+      if (clientId.length > 200) return undefined
+      const stored = await store.get<StoredClient>(clientKey(clientId))
+      return stored ? withoutBookkeeping(stored) : undefined
+    },
+
+    async register(metadata) {
+      const now = Math.floor(clock.now())
+      const confidential = metadata.tokenEndpointAuthMethod !== 'none'
+      if (!confidential) {
+        const fingerprint = sha256(canonicalJson(metadata))
+        const existingId = await store.get<string>(dedupeKey(fingerprint))
+        const existing = existingId && (await store.get<StoredClient>(clientKey(existingId)))
+        if (existing) return { client: withoutBookkeeping(existing) }
+        const client: Client = {
+          ...metadata,
+          clientId: randomToken(16),
+          source: 'dynamic',
+          clientIdIssuedAt: now,
+        }
+        await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
+        await store.put(dedupeKey(fingerprint), client.clientId, unusedTtl)
+        return { client }
+      }
+      const clientSecret = randomToken(32)
+      const client: Client = {
+        ...metadata,
+        clientId: randomToken(16),
+        source: 'dynamic',
+        clientSecretHash: sha256(clientSecret),
+        clientIdIssuedAt: now,
+      }
+      await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
+      return { client, clientSecret }
+    },
+
+    async touch(client) {
+      if (client.source !== 'dynamic') return
+      const stored = await store.get<StoredClient>(clientKey(client.clientId))
+      if (!stored || clock.now() - stored.touchedAt < TOUCH_INTERVAL_SECONDS) return
+      const touchedAt = Math.floor(clock.now())
+      await store.put(clientKey(client.clientId), { ...stored, touchedAt }, idleTtl)
+      if (stored.tokenEndpointAuthMethod === 'none') {
+        const {
+          clientId: _id,
+          clientIdIssuedAt: _at,
+          source: _s,
+          touchedAt: _t,
+          ...metadata
+        } = stored
+        await store.put(dedupeKey(sha256(canonicalJson(metadata))), client.clientId, idleTtl)
+      }
+    },
+  }
+}
+
+function withoutBookkeeping({ touchedAt: _touchedAt, ...client }: StoredClient): Client {
+  return client
+}
+
+/** JSON with sorted keys and no undefined members, so equal metadata hashes equally. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, member) =>
+    member && typeof member === 'object' && !Array.isArray(member)
+      ? Object.fromEntries(
+          Object.entries(member)
+            .filter(([, v]) => v !== undefined)
+            .sort(([a], [b]) => (a < b ? -1 : 1)),
+        )
+      : member,
+  )
+}
