@@ -22,7 +22,11 @@ async function memorySubject(): Promise<Subject> {
 async function redisSubject(): Promise<Subject> {
   const store = await createTestRedisStore('store')
   // Redis keeps its own time: let it pass for real, in the short TTLs these tests use.
-  return { store, elapse: (s) => new Promise((resolve) => setTimeout(resolve, s * 1000)), close: () => store.close() }
+  return {
+    store,
+    elapse: (s) => new Promise((resolve) => setTimeout(resolve, s * 1000)),
+    close: () => store.close(),
+  }
 }
 
 describe.each([
@@ -78,7 +82,9 @@ describe.each([
   })
 
   it('add writes only when the key is absent, once among concurrent callers', async () => {
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.add('k:add', i, 10)))
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => store.add('k:add', i, 10)),
+    )
     expect(results.filter(Boolean)).toHaveLength(1)
     const winner = results.indexOf(true)
     expect(await store.get('k:add')).toBe(winner)
@@ -101,7 +107,9 @@ describe.each([
   })
 
   it('counts increments within a window and restarts after it', async () => {
-    const counts = await Promise.all(Array.from({ length: 10 }, () => store.increment('k:count', 0.3)))
+    const counts = await Promise.all(
+      Array.from({ length: 10 }, () => store.increment('k:count', 0.3)),
+    )
     expect(counts.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
     await subject.elapse(0.5)
     expect(await store.increment('k:count', 0.3)).toBe(1)
