@@ -2,9 +2,12 @@ import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './deps.js'
 import { OAuthError, StoreUnavailableError, unavailable } from './errors.js'
+import { authorizeRoutes } from './oauth/authorize.js'
 import { createClients } from './oauth/clients.js'
 import { metadataRoutes } from './oauth/metadata.js'
 import { registerRoutes } from './oauth/register.js'
+import { revokeRoutes } from './oauth/revoke.js'
+import { tokenRoutes } from './oauth/token.js'
 
 /**
  * Builds the proxy as one Hono app from its dependencies. Nothing is shared between two apps
@@ -41,6 +44,13 @@ export function createApp(deps: Deps): Hono {
 
   app.route('/', metadataRoutes(deps))
   app.route('/', registerRoutes(deps, clients))
+  const { upstream } = deps
+  if (upstream) {
+    const withUpstream = { ...deps, upstream }
+    app.route('/', authorizeRoutes(withUpstream, clients))
+    app.route('/', tokenRoutes(withUpstream, clients))
+    app.route('/', revokeRoutes(withUpstream, clients))
+  }
 
   app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())
   app.onError((error, c) => {

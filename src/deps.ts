@@ -2,8 +2,10 @@ import type { Logger } from 'pino'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import type { MetadataDocumentOptions } from './oauth/client-metadata-document.js'
+import type { AuthorizeUser } from './oauth/policy.js'
 import type { Store } from './store/store.js'
 import type { Keys } from './tokens/keys.js'
+import type { Upstream } from './upstream/upstream.js'
 
 /**
  * Everything a route or protocol function may touch, built once by `server.ts` (or a test)
@@ -19,4 +21,8 @@ export interface Deps {
   readonly fetch: typeof fetch
   /** How Client ID Metadata Documents are fetched; tests lift the address guard here. */
   readonly metadataDocuments?: Partial<MetadataDocumentOptions>
+  /** The upstream identity provider; without it the sign-in routes are not mounted. */
+  readonly upstream?: Upstream
+  /** Library mode: the embedding application's own say on each user (after the config policy). */
+  readonly authorizeUser?: AuthorizeUser
 }

@@ -3,41 +3,43 @@ import type { Clock } from './clock.js'
 import { OAuthError } from './errors.js'
 import type { Store } from './store/store.js'
 
-export interface RateLimitOptions {
-  /** Names the counter, e.g. `register`. */
-  name: string
-  /** Requests allowed per minute and key; 0 disables the limit. */
-  perMinute: number
-  /** What is counted: the client IP, a client id, … */
-  key: (c: Context) => string | Promise<string>
-}
+type RateDeps = { store: Store; clock: Clock }
 
 /**
- * A fixed one-minute window per key, counted in the shared store so that every instance
- * enforces one limit. Over the limit: 429 `temporarily_unavailable` (RFC 6749 §4.1.2.1's
- * "temporary overloading") with `Retry-After` until the window ends.
+ * Counts one request against a fixed one-minute window for `key`, in the shared store so every
+ * instance enforces one limit; 0 disables. Over the limit: 429 `temporarily_unavailable`
+ * (RFC 6749 §4.1.2.1's "temporary overloading") with `Retry-After` until the window ends.
  */
+export async function consumeRate(
+  deps: RateDeps,
+  name: string,
+  key: string,
+  perMinute: number,
+): Promise<void> {
+  if (perMinute <= 0) return
+  const now = deps.clock.now()
+  const window = Math.floor(now / 60)
+  const count = await deps.store.increment(`rate:${name}:${key}:${window}`, 60)
+  if (count > perMinute) {
+    const retryAfter = Math.max(1, Math.ceil((window + 1) * 60 - now))
+    throw new OAuthError(
+      'temporarily_unavailable',
+      `too many requests; retry after ${retryAfter} seconds`,
+      {
+        status: 429,
+        headers: { 'retry-after': String(retryAfter) },
+      },
+    )
+  }
+}
+
+/** `consumeRate` as middleware, counting by whatever `key` derives from the request. */
 export function rateLimit(
-  deps: { store: Store; clock: Clock },
-  options: RateLimitOptions,
+  deps: RateDeps,
+  options: { name: string; perMinute: number; key: (c: Context) => string },
 ): MiddlewareHandler {
   return async function rateLimitMiddleware(c, next) {
-    if (options.perMinute <= 0) return next()
-    const now = deps.clock.now()
-    const window = Math.floor(now / 60)
-    const key = `rate:${options.name}:${await options.key(c)}:${window}`
-    const count = await deps.store.increment(key, 60)
-    if (count > options.perMinute) {
-      const retryAfter = Math.max(1, Math.ceil((window + 1) * 60 - now))
-      throw new OAuthError(
-        'temporarily_unavailable',
-        `too many requests; retry after ${retryAfter} seconds`,
-        {
-          status: 429,
-          headers: { 'retry-after': String(retryAfter) },
-        },
-      )
-    }
+    await consumeRate(deps, options.name, options.key(c), options.perMinute)
     return next()
   }
 }

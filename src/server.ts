@@ -13,6 +13,7 @@ import { createMemoryStore } from './store/memory.js'
 import { createRedisStore } from './store/redis.js'
 import type { Store } from './store/store.js'
 import { createKeys } from './tokens/keys.js'
+import { createOidcUpstream } from './upstream/oidc.js'
 
 /** A running proxy: where it listens and how to stop it. */
 export interface RunningServer {
@@ -47,13 +48,24 @@ export async function startServer(
       encryptionKey: config.encryptionKey,
       rotationSeconds: config.keyRotationSeconds,
     })
+    const outbound = options.fetch ?? fetch
+    // Discovery is lazy: the proxy starts (and serves discovery) while the IdP is down.
+    const upstream = createOidcUpstream({
+      settings: config.upstream,
+      publicUrl: config.publicUrl,
+      timeoutSeconds: config.upstreamTimeoutSeconds,
+      fetch: outbound,
+      logger,
+      clock,
+    })
     const deps: Deps = {
       config,
       store,
       keys,
       clock,
       logger,
-      fetch: options.fetch ?? fetch,
+      fetch: outbound,
+      upstream,
       ...options.overrides,
     }
     const app = createApp(deps)

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { createServer } from 'node:net'
+import { freePort } from './net.js'
 
 /** A private `redis-server` a test can stop and start again on the same port. */
 export interface RedisServer {
@@ -7,17 +7,6 @@ export interface RedisServer {
   readonly port: number
   stop(): Promise<void>
   start(): Promise<void>
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
 }
 
 /** Starts `redis-server` on a spare loopback port, persisting nothing. */

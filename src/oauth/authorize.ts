@@ -1,0 +1,448 @@
+import { type Context, Hono } from 'hono'
+import { randomToken, safeEqual, sha256 } from '../crypto.js'
+import type { Deps } from '../deps.js'
+import { OAuthError } from '../errors.js'
+import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
+import { UpstreamError } from '../upstream/upstream.js'
+import type { Client } from './client.js'
+import type { Clients } from './clients.js'
+import {
+  browserId,
+  consentCovers,
+  ensureBrowserId,
+  rememberConsent,
+  rememberedConsents,
+} from './cookies.js'
+import { createGrant, issueCode } from './grants.js'
+import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
+import { checkUserPolicy } from './policy.js'
+import { isLoopbackRedirect, isPrivateUseScheme, redirectUriMatches } from './redirect-uri.js'
+
+/** A validated authorization request (after both phases), waiting for consent or the upstream. */
+interface AuthorizationRequest {
+  readonly clientId: string
+  readonly redirectUri: string
+  readonly redirectUriProvided: boolean
+  readonly state: string | undefined
+  readonly codeChallenge: string
+  readonly scopes: readonly string[]
+  readonly resource: string
+  /** SHA-256 of the browser binding cookie of the browser that made the request. */
+  readonly browser: string
+}
+
+interface PendingConsent extends AuthorizationRequest {
+  readonly csrfToken: string
+}
+
+interface UpstreamTransaction extends AuthorizationRequest {
+  readonly nonce: string
+  readonly codeVerifier: string
+}
+
+const consentKey = (id: string) => `consent:${id}`
+const transactionKey = (state: string) => `tx:${sha256(state)}`
+const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
+const MAX_STATE_LENGTH = 2048
+const MAX_CONSENT_BYTES = 4096
+
+type RouteDeps = Deps & Required<Pick<Deps, 'upstream'>>
+
+/**
+ * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the
+ * upstream login in the middle (OAuth 2.1 §4.1, RFC 7636, RFC 8707, RFC 9207).
+ */
+export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
+  const { config, store, clock, logger } = deps
+  const app = new Hono()
+
+  /** A page, not a redirect: used until the client and redirect URI are trusted. */
+  const errorPage = (c: Context, error: string, description: string, status: 400 | 403 = 400) => {
+    logger.info(
+      { event: 'authorize.refused', error, reason: description },
+      'authorization request refused',
+    )
+    return c.html(renderErrorPage(error, description), status, pageHeaders())
+  }
+
+  /** Sends the browser back to the client (RFC 6749 §4.1.2, with `iss` per RFC 9207). */
+  const toClient = (
+    c: Context,
+    request: Pick<AuthorizationRequest, 'redirectUri' | 'state'>,
+    params: Record<string, string>,
+    status: 302 | 303 = 302,
+  ) => {
+    const url = new URL(request.redirectUri)
+    for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value)
+    if (request.state !== undefined) url.searchParams.set('state', request.state)
+    url.searchParams.set('iss', config.issuer)
+    return c.redirect(url.href, status)
+  }
+
+  const errorToClient = (
+    c: Context,
+    request: Pick<AuthorizationRequest, 'redirectUri' | 'state'>,
+    error: OAuthError,
+    status: 302 | 303 = 302,
+  ) => {
+    logger.info(
+      { event: 'authorize.error', error: error.code, reason: error.description },
+      'authorization error sent to client',
+    )
+    return toClient(
+      c,
+      request,
+      { error: error.code, ...(error.description ? { error_description: error.description } : {}) },
+      status,
+    )
+  }
+
+  /** Opens the upstream leg: fresh state, nonce and PKCE verifier, kept for one use. */
+  const toUpstream = async (c: Context, request: AuthorizationRequest, status: 302 | 303) => {
+    const transaction: UpstreamTransaction = {
+      ...request,
+      nonce: randomToken(),
+      codeVerifier: randomToken(),
+    }
+    const state = randomToken()
+    try {
+      const url = await deps.upstream.authorizationUrl(
+        { state, nonce: transaction.nonce, codeVerifier: transaction.codeVerifier },
+        request.scopes,
+      )
+      await store.put(transactionKey(state), transaction, config.transactionTtlSeconds)
+      return c.redirect(url.href, status)
+    } catch (error) {
+      if (!(error instanceof UpstreamError)) throw error
+      logger.warn(
+        { event: 'upstream.unavailable', err: error },
+        'upstream authorization endpoint unavailable',
+      )
+      return errorToClient(
+        c,
+        request,
+        new OAuthError(
+          'temporarily_unavailable',
+          'the identity provider is unavailable; try again shortly',
+        ),
+        status,
+      )
+    }
+  }
+
+  app.get('/authorize', async (c) => {
+    const query = new URL(c.req.url).searchParams
+    const single = (name: string) => {
+      const values = query.getAll(name)
+      return values.length > 1 ? null : values[0]
+    }
+
+    // Phase one: nothing may redirect until client_id and redirect_uri are trusted.
+    const clientId = single('client_id')
+    if (clientId === null) return errorPage(c, 'invalid_request', 'client_id is repeated')
+    if (!clientId) return errorPage(c, 'invalid_request', 'client_id is missing')
+    let client: Client | undefined
+    try {
+      client = await clients.find(clientId)
+    } catch (error) {
+      if (error instanceof OAuthError && error.code === 'invalid_client') {
+        return errorPage(c, 'invalid_client', error.description ?? 'the client cannot be used')
+      }
+      throw error
+    }
+    if (!client)
+      return errorPage(
+        c,
+        'invalid_client',
+        'unknown client_id: the application must register first',
+      )
+    const requestedRedirect = single('redirect_uri')
+    if (requestedRedirect === null)
+      return errorPage(c, 'invalid_request', 'redirect_uri is repeated')
+    let redirectUri: string
+    if (requestedRedirect === undefined || requestedRedirect === '') {
+      const [only, ...more] = client.redirectUris
+      if (!only || more.length)
+        return errorPage(c, 'invalid_request', 'redirect_uri is required: the client has several')
+      redirectUri = only
+    } else if (
+      client.redirectUris.some((registered) => redirectUriMatches(registered, requestedRedirect))
+    ) {
+      redirectUri = requestedRedirect
+    } else {
+      return errorPage(c, 'invalid_request', 'redirect_uri is not registered for this client')
+    }
+
+    // Phase two: errors go back to the client.
+    const stateParam = single('state')
+    const state = stateParam === null ? undefined : stateParam
+    const target = { redirectUri, state }
+    const fail = (code: string, description: string) =>
+      errorToClient(c, target, new OAuthError(code, description))
+    if (stateParam === null) return fail('invalid_request', 'state is repeated')
+    if (state !== undefined && state.length > MAX_STATE_LENGTH)
+      return fail('invalid_request', 'state is too long')
+    for (const name of [
+      'response_type',
+      'code_challenge',
+      'code_challenge_method',
+      'scope',
+      'resource',
+      'prompt',
+    ]) {
+      if (single(name) === null) return fail('invalid_request', `${name} is repeated`)
+    }
+    // Repeats were refused above, so each of these has at most one value.
+    const param = (name: string) => query.get(name) ?? undefined
+    const responseType = param('response_type')
+    if (!responseType) return fail('invalid_request', 'response_type is missing')
+    if (responseType !== 'code')
+      return fail('unsupported_response_type', 'only response_type=code is supported')
+    const codeChallenge = param('code_challenge')
+    if (!codeChallenge)
+      return fail('invalid_request', 'code_challenge is required (PKCE with S256)')
+    if (param('code_challenge_method') !== 'S256')
+      return fail('invalid_request', 'code_challenge_method must be S256')
+    if (!PKCE_S256_CHALLENGE.test(codeChallenge))
+      return fail('invalid_request', 'code_challenge is not a valid S256 challenge')
+    const supported = new Set([...config.scopes, 'offline_access'])
+    const requestedScopes = (param('scope') ?? '').split(' ').filter(Boolean)
+    const unsupported = requestedScopes.find((scope) => !supported.has(scope))
+    if (unsupported) return fail('invalid_scope', `scope ${unsupported} is not supported`)
+    const scopes = requestedScopes.length ? [...new Set(requestedScopes)] : [...config.scopes]
+    const resource = param('resource')
+    if (resource !== undefined && resource.replace(/\/$/, '') !== config.resource) {
+      return fail('invalid_target', `resource must be ${config.resource}`)
+    }
+    const prompt = (param('prompt') ?? '').split(' ')
+    if (prompt.includes('none'))
+      return fail('interaction_required', 'this server always needs the user to sign in')
+    if (client.grantTypes.includes('authorization_code') === false) {
+      return fail(
+        'unauthorized_client',
+        'the client is not registered for the authorization_code grant',
+      )
+    }
+
+    const request: AuthorizationRequest = {
+      clientId: client.clientId,
+      redirectUri,
+      redirectUriProvided: Boolean(requestedRedirect),
+      state,
+      codeChallenge,
+      scopes,
+      resource: config.resource,
+      browser: sha256(ensureBrowserId(c, config)),
+    }
+    await clients.touch(client)
+
+    const skip =
+      (config.consent === 'skip' && client.source === 'static') ||
+      (!prompt.includes('consent') &&
+        consentCovers(
+          await rememberedConsents(c, config, deps.keys, clock.now()),
+          client.clientId,
+          redirectUri,
+          scopes,
+        ))
+    if (skip) return toUpstream(c, request, 302)
+
+    const requestId = randomToken()
+    const pending: PendingConsent = { ...request, csrfToken: randomToken() }
+    await store.put(consentKey(requestId), pending, config.transactionTtlSeconds)
+    const html = renderConsentPage({
+      clientName: client.clientName ?? client.clientId,
+      verifiedDomain:
+        client.source === 'metadata-document' ? new URL(client.clientId).host : undefined,
+      selfRegistered: client.source === 'dynamic',
+      redirectTarget: describeRedirect(redirectUri),
+      scopes: scopes.filter((scope) => scope !== 'openid'),
+      upstreamName: UPSTREAM_NAMES[config.upstream.kind],
+      requestId,
+      csrfToken: pending.csrfToken,
+    })
+    return c.html(html, 200, pageHeaders([config.upstream.issuer.origin, formTarget(redirectUri)]))
+  })
+  app.all('/authorize', methodNotAllowed(['GET']))
+
+  app.post('/authorize/consent', async (c) => {
+    if (!hasMediaType(c, 'application/x-www-form-urlencoded')) {
+      return errorPage(c, 'invalid_request', 'the consent form was not submitted as a form')
+    }
+    const form = new URLSearchParams(await readBody(c, MAX_CONSENT_BYTES))
+    const requestId = form.get('request_id') ?? ''
+    // A cross-site POST is a forgery whatever it carries (Fetch Metadata, then Origin).
+    const site = c.req.header('sec-fetch-site')
+    const origin = c.req.header('origin')
+    if ((site && site !== 'same-origin') || (origin && origin !== config.publicUrl.origin)) {
+      return errorPage(c, 'access_denied', 'the consent form was submitted from another site', 403)
+    }
+    const pending = requestId && (await store.take<PendingConsent>(consentKey(requestId)))
+    if (!pending)
+      return errorPage(c, 'invalid_request', 'this consent request expired or was already answered')
+    const browser = browserId(c, config)
+    const csrf = form.get('csrf_token') ?? ''
+    if (!browser || sha256(browser) !== pending.browser || !safeEqual(csrf, pending.csrfToken)) {
+      return errorPage(
+        c,
+        'access_denied',
+        'the consent form failed its forgery check; start again from the application',
+        403,
+      )
+    }
+    const { csrfToken: _csrf, ...request } = pending
+    if (form.get('decision') !== 'allow') {
+      logger.info({ event: 'consent.denied', client_id: request.clientId }, 'consent denied')
+      return errorToClient(
+        c,
+        request,
+        new OAuthError('access_denied', 'the user denied the request'),
+        303,
+      )
+    }
+    logger.info(
+      { event: 'consent.granted', client_id: request.clientId, scopes: request.scopes },
+      'consent granted',
+    )
+    await rememberConsent(c, config, deps.keys, clock.now(), {
+      c: request.clientId,
+      r: request.redirectUri,
+      s: request.scopes,
+    })
+    return toUpstream(c, request, 303)
+  })
+  app.all('/authorize/consent', methodNotAllowed(['POST']))
+
+  app.get('/callback', async (c) => {
+    const query = new URL(c.req.url).searchParams
+    const state = query.get('state')
+    if (!state) return errorPage(c, 'invalid_request', 'the identity provider returned no state')
+    const transaction = await store.take<UpstreamTransaction>(transactionKey(state))
+    if (!transaction)
+      return errorPage(c, 'invalid_request', 'this sign-in expired or was already completed')
+    const browser = browserId(c, config)
+    if (!browser || sha256(browser) !== transaction.browser) {
+      logger.warn(
+        { event: 'callback.browser_mismatch', client_id: transaction.clientId },
+        'sign-in completed in another browser',
+      )
+      return errorPage(
+        c,
+        'access_denied',
+        'this sign-in was started in another browser; start again from the application',
+        403,
+      )
+    }
+    const upstreamError = query.get('error')
+    if (upstreamError) {
+      const code = FORWARDED_UPSTREAM_ERRORS.has(upstreamError) ? upstreamError : 'access_denied'
+      return errorToClient(
+        c,
+        transaction,
+        new OAuthError(code, `the identity provider answered ${code}`),
+      )
+    }
+    // The upstream compares the redirect_uri of the token request with PUBLIC_URL/callback,
+    // whatever address this request reached us on.
+    const callbackUrl = new URL(`/callback?${query}`, config.publicUrl)
+    let result: Awaited<ReturnType<typeof deps.upstream.exchangeCode>>
+    try {
+      result = await deps.upstream.exchangeCode(callbackUrl, {
+        state,
+        nonce: transaction.nonce,
+        codeVerifier: transaction.codeVerifier,
+      })
+    } catch (error) {
+      if (!(error instanceof UpstreamError)) throw error
+      logger.warn(
+        { event: 'upstream.exchange_failed', kind: error.kind, code: error.code, err: error },
+        'upstream code exchange failed',
+      )
+      return errorToClient(
+        c,
+        transaction,
+        error.kind === 'unavailable'
+          ? new OAuthError(
+              'temporarily_unavailable',
+              'the identity provider is unavailable; try again shortly',
+            )
+          : new OAuthError('server_error', 'the identity provider did not confirm the sign-in'),
+      )
+    }
+    const refusal = await checkUserPolicy(
+      config,
+      result.identity,
+      transaction.clientId,
+      deps.authorizeUser,
+    )
+    if (refusal) {
+      logger.info(
+        {
+          event: 'policy.refused',
+          client_id: transaction.clientId,
+          sub: result.identity.sub,
+          reason: refusal,
+        },
+        'user refused by policy',
+      )
+      return errorToClient(c, transaction, new OAuthError('access_denied', refusal))
+    }
+    const grant = await createGrant(deps, {
+      clientId: transaction.clientId,
+      identity: result.identity,
+      scopes: transaction.scopes.filter((scope) => scope !== 'offline_access'),
+      upstream: result.tokens,
+    })
+    const code = await issueCode(deps, {
+      grantId: grant.id,
+      clientId: transaction.clientId,
+      redirectUri: transaction.redirectUri,
+      redirectUriProvided: transaction.redirectUriProvided,
+      codeChallenge: transaction.codeChallenge,
+      resource: transaction.resource,
+    })
+    logger.info(
+      {
+        event: 'authorization.granted',
+        client_id: transaction.clientId,
+        sub: grant.sub,
+        org: grant.identity.orgCode ?? grant.identity.orgId,
+        scopes: grant.scopes,
+      },
+      'authorization granted',
+    )
+    return toClient(c, transaction, { code })
+  })
+  app.all('/callback', methodNotAllowed(['GET']))
+
+  return app
+}
+
+const UPSTREAM_NAMES = { kinde: 'Kinde', auth0: 'Auth0', oidc: 'your identity provider' } as const
+
+// Errors a client can act on; anything else the upstream says becomes access_denied.
+const FORWARDED_UPSTREAM_ERRORS = new Set([
+  'access_denied',
+  'temporarily_unavailable',
+  'server_error',
+  'login_required',
+  'consent_required',
+  'interaction_required',
+])
+
+/** How the consent page names where the browser goes next. */
+function describeRedirect(redirectUri: string): string {
+  const url = new URL(redirectUri)
+  if (isLoopbackRedirect(url)) return `an application on this computer (${url.host})`
+  if (isPrivateUseScheme(url))
+    return `the ${url.protocol.slice(0, -1)} application on this computer`
+  return url.host
+}
+
+/** The CSP source that lets the consent form's redirect reach the client. */
+function formTarget(redirectUri: string): string {
+  const url = new URL(redirectUri)
+  if (isPrivateUseScheme(url)) return url.protocol
+  // Loopback redirects may use any port (RFC 8252 §7.3).
+  return isLoopbackRedirect(url) ? `http://${url.hostname}:*` : url.origin
+}

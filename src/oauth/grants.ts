@@ -1,0 +1,238 @@
+import { randomToken, sha256 } from '../crypto.js'
+import type { Deps } from '../deps.js'
+import type { IdentityClaims } from '../tokens/access-token.js'
+import { seal, unseal } from '../tokens/seal.js'
+import type { UpstreamIdentity, UpstreamTokens } from '../upstream/upstream.js'
+
+/**
+ * One user's authorization of one client: the root of a refresh-token family. Revoking the
+ * grant ends the family and every access token it issued.
+ */
+export interface Grant {
+  readonly id: string
+  readonly clientId: string
+  readonly sub: string
+  readonly scopes: readonly string[]
+  readonly identity: IdentityClaims
+  /** The upstream token set, sealed (JWE) with the encryption key. */
+  readonly upstream: string
+  /** Hash of the one refresh token of this family that may rotate now. */
+  readonly currentRefreshHash?: string | undefined
+  /** Access tokens issued from this grant that may still be live: revoked with the grant. */
+  readonly accessTokens: readonly { jti: string; exp: number }[]
+  readonly createdAt: number
+}
+
+/** A refresh token at rest, found by its hash. */
+interface RefreshRecord {
+  readonly grantId: string
+  readonly clientId: string
+  /** Set once rotated: the grace answer for a client that lost the rotation's response. */
+  readonly rotatedAt?: number | undefined
+  /** The successor refresh token, sealed, kept only for the grace period. */
+  readonly successor?: string | undefined
+}
+
+/** What an authorization code stands for (one use, short-lived). */
+export interface CodeRecord {
+  readonly grantId: string
+  readonly clientId: string
+  readonly redirectUri: string
+  /** Whether `/authorize` had a redirect_uri, which `/token` must then repeat (RFC 6749 §4.1.3). */
+  readonly redirectUriProvided: boolean
+  readonly codeChallenge: string
+  readonly resource: string
+}
+
+const grantKey = (id: string) => `grant:${id}`
+const refreshKey = (hash: string) => `refresh:${hash}`
+const codeKey = (hash: string) => `code:${hash}`
+const usedCodeKey = (hash: string) => `code-used:${hash}`
+const revokedKey = (jti: string) => `revoked:${jti}`
+// Long enough to recognise a replay well after the code itself expired.
+const USED_CODE_MEMORY_SECONDS = 600
+
+type GrantDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock'>
+
+/** Reads the identity claims that travel in access tokens from an upstream identity. */
+export function identityClaims(identity: UpstreamIdentity): IdentityClaims {
+  return {
+    email: identity.email,
+    orgCode: identity.orgCode,
+    orgCodes: identity.orgCodes,
+    orgId: identity.orgId,
+    permissions: identity.permissions,
+  }
+}
+
+/** Stores a new grant with its upstream tokens sealed. */
+export async function createGrant(
+  deps: GrantDeps,
+  params: {
+    clientId: string
+    identity: UpstreamIdentity
+    scopes: readonly string[]
+    upstream: UpstreamTokens
+  },
+): Promise<Grant> {
+  const grant: Grant = {
+    id: randomToken(16),
+    clientId: params.clientId,
+    sub: params.identity.sub,
+    scopes: params.scopes,
+    identity: identityClaims(params.identity),
+    upstream: await seal(deps.keys, params.upstream),
+    accessTokens: [],
+    createdAt: Math.floor(deps.clock.now()),
+  }
+  await saveGrant(deps, grant)
+  return grant
+}
+
+export async function findGrant(deps: GrantDeps, id: string): Promise<Grant | undefined> {
+  return deps.store.get<Grant>(grantKey(id))
+}
+
+/** Writes the grant, forgetting access tokens that have expired anyway. */
+export async function saveGrant(deps: GrantDeps, grant: Grant): Promise<void> {
+  const now = deps.clock.now()
+  const live = { ...grant, accessTokens: grant.accessTokens.filter((t) => t.exp > now) }
+  await deps.store.put(grantKey(grant.id), live, deps.config.refreshTokenTtlSeconds)
+}
+
+/** The grant's upstream token set. */
+export function upstreamTokens(deps: GrantDeps, grant: Grant): Promise<UpstreamTokens> {
+  return unseal<UpstreamTokens>(deps.keys, grant.upstream)
+}
+
+/**
+ * Ends a grant: the family's refresh tokens stop working (they point at a grant that is gone)
+ * and every access token it issued goes on the deny-list until it would have expired.
+ */
+export async function revokeGrant(deps: GrantDeps, grantId: string): Promise<Grant | undefined> {
+  const grant = await deps.store.take<Grant>(grantKey(grantId))
+  if (!grant) return undefined
+  await Promise.all(grant.accessTokens.map((t) => denyAccessToken(deps, t.jti, t.exp)))
+  return grant
+}
+
+/** Puts one access token on the deny-list until its `exp` (RFC 7009 §2 for access tokens). */
+export async function denyAccessToken(deps: GrantDeps, jti: string, exp: number): Promise<void> {
+  const ttl = exp - deps.clock.now()
+  if (ttl > 0) await deps.store.put(revokedKey(jti), true, ttl)
+}
+
+/** Whether an access token was revoked. */
+export async function isAccessTokenDenied(
+  deps: Pick<Deps, 'store'>,
+  jti: string,
+): Promise<boolean> {
+  return (await deps.store.get<boolean>(revokedKey(jti))) === true
+}
+
+/** Mints a one-time authorization code (RFC 6749 §4.1.2); only its hash is stored. */
+export async function issueCode(deps: GrantDeps, record: CodeRecord): Promise<string> {
+  const code = randomToken(32)
+  await deps.store.put(codeKey(sha256(code)), record, deps.config.authCodeTtlSeconds)
+  return code
+}
+
+/**
+ * Redeems a code atomically. A code seen before answers `replayed` with the grant it created,
+ * so the caller can revoke what it issued (RFC 6749 §4.1.2, OAuth 2.1 §4.1.3).
+ */
+export async function redeemCode(
+  deps: GrantDeps,
+  code: string,
+): Promise<{ record: CodeRecord } | { replayedGrantId: string } | undefined> {
+  const hash = sha256(code)
+  const record = await deps.store.take<CodeRecord>(codeKey(hash))
+  if (record) {
+    await deps.store.put(usedCodeKey(hash), record.grantId, USED_CODE_MEMORY_SECONDS)
+    return { record }
+  }
+  const replayedGrantId = await deps.store.get<string>(usedCodeKey(hash))
+  return replayedGrantId ? { replayedGrantId } : undefined
+}
+
+/** Issues the first refresh token of a grant's family. */
+export async function issueRefreshToken(
+  deps: GrantDeps,
+  grant: Grant,
+): Promise<{ token: string; grant: Grant }> {
+  const token = randomToken(32)
+  const hash = sha256(token)
+  await deps.store.put<RefreshRecord>(
+    refreshKey(hash),
+    { grantId: grant.id, clientId: grant.clientId },
+    deps.config.refreshTokenTtlSeconds,
+  )
+  return { token, grant: { ...grant, currentRefreshHash: hash } }
+}
+
+/** What presenting a refresh token means for its family. */
+export type RefreshLookup =
+  | { kind: 'current'; grant: Grant; hash: string }
+  | { kind: 'grace'; grant: Grant; successor: string }
+  | { kind: 'reused'; grantId: string }
+  | { kind: 'unknown' }
+
+/**
+ * Classifies a presented refresh token: the family's current one (rotate it), one rotated
+ * within the grace period (answer with its successor), or an older one (reuse: the family
+ * must end, RFC 9700 §4.14.2).
+ */
+export async function lookupRefreshToken(
+  deps: GrantDeps,
+  token: string,
+  clientId: string,
+): Promise<RefreshLookup> {
+  const hash = sha256(token)
+  const record = await deps.store.get<RefreshRecord>(refreshKey(hash))
+  if (!record || record.clientId !== clientId) return { kind: 'unknown' }
+  const grant = await findGrant(deps, record.grantId)
+  if (!grant) return { kind: 'unknown' }
+  if (grant.currentRefreshHash === hash) return { kind: 'current', grant, hash }
+  const inGrace =
+    record.rotatedAt !== undefined &&
+    deps.clock.now() - record.rotatedAt <= deps.config.refreshGraceSeconds
+  if (inGrace && record.successor) {
+    return { kind: 'grace', grant, successor: await unseal<string>(deps.keys, record.successor) }
+  }
+  return { kind: 'reused', grantId: grant.id }
+}
+
+/**
+ * Rotates the family's current refresh token: a new one becomes current, and the old one
+ * remembers it (sealed) for the grace period so a retry gets the same answer.
+ */
+export async function rotateRefreshToken(
+  deps: GrantDeps,
+  grant: Grant,
+  oldHash: string,
+): Promise<{ token: string; grant: Grant }> {
+  const { token, grant: rotated } = await issueRefreshToken(deps, grant)
+  const record: RefreshRecord = {
+    grantId: grant.id,
+    clientId: grant.clientId,
+    rotatedAt: Math.floor(deps.clock.now()),
+    successor: await seal(deps.keys, token),
+  }
+  // Kept past the grace so a later reuse is recognised as reuse (and ends the family).
+  await deps.store.put(refreshKey(oldHash), record, deps.config.refreshTokenTtlSeconds)
+  return { token, grant: rotated }
+}
+
+/** The upstream's shared lock for one grant: one instance refreshes its upstream token at a time. */
+export function grantLockKey(grantId: string): string {
+  return `lock:grant:${grantId}`
+}
+
+/** Forgets a refresh token (RFC 7009 revocation of one token ends its family: the caller revokes the grant). */
+export async function findRefreshGrantId(
+  deps: GrantDeps,
+  token: string,
+): Promise<{ grantId: string; clientId: string } | undefined> {
+  const record = await deps.store.get<RefreshRecord>(refreshKey(sha256(token)))
+  return record ? { grantId: record.grantId, clientId: record.clientId } : undefined
+}

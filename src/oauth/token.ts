@@ -1,0 +1,414 @@
+import { createHash } from 'node:crypto'
+import { Hono } from 'hono'
+import { safeEqual } from '../crypto.js'
+import type { Deps } from '../deps.js'
+import { NO_STORE, OAuthError, unavailable } from '../errors.js'
+import { methodNotAllowed, publicCors } from '../http.js'
+import { consumeRate } from '../rate-limit.js'
+import { LockTimeoutError, withLock } from '../store/lock.js'
+import { type Actor, mintAccessToken } from '../tokens/access-token.js'
+import { seal } from '../tokens/seal.js'
+import { UpstreamError, type UpstreamTokens } from '../upstream/upstream.js'
+import type { Client } from './client.js'
+import { authenticateClient, basicCredentials } from './client-auth.js'
+import type { Clients } from './clients.js'
+import { readForm } from './form.js'
+import {
+  findGrant,
+  type Grant,
+  grantLockKey,
+  identityClaims,
+  issueRefreshToken,
+  lookupRefreshToken,
+  redeemCode,
+  revokeGrant,
+  rotateRefreshToken,
+  saveGrant,
+  upstreamTokens,
+} from './grants.js'
+import { checkUserPolicy } from './policy.js'
+
+type RouteDeps = Deps & Required<Pick<Deps, 'upstream'>>
+type Form = Record<string, string>
+
+/** The successful token response (RFC 6749 §5.1). */
+interface TokenResponse {
+  access_token: string
+  token_type: 'Bearer'
+  expires_in: number
+  scope: string
+  refresh_token?: string
+}
+
+const CODE_VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/
+
+/** `POST /token` (OAuth 2.1 §3.2): authorization_code, refresh_token, client_credentials. */
+export function tokenRoutes(deps: RouteDeps, clients: Clients) {
+  const app = new Hono()
+  app.use('/token', publicCors(['POST']))
+  app.post('/token', async (c) => {
+    const form = await readForm(c)
+    const grantType = form.grant_type
+    if (!grantType) throw new OAuthError('invalid_request', 'grant_type is missing')
+    const rateKey = form.client_id ?? c.req.header('authorization') ?? 'anonymous'
+    await consumeRate(deps, 'token', rateKey.slice(0, 200), deps.config.tokenRateLimit)
+    const handler = GRANTS[grantType]
+    if (!handler)
+      throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
+    const body = await handler(deps, clients, c.req.header('authorization'), form)
+    return c.json(body, 200, NO_STORE)
+  })
+  app.all('/token', methodNotAllowed(['POST']))
+  return app
+}
+
+type GrantHandler = (
+  deps: RouteDeps,
+  clients: Clients,
+  authorization: string | undefined,
+  form: Form,
+) => Promise<TokenResponse>
+
+const GRANTS: Record<string, GrantHandler> = {
+  authorization_code: exchangeCode,
+  refresh_token: refreshTokens,
+  client_credentials: clientCredentials,
+}
+
+function requireGrantType(client: Client, grantType: 'authorization_code' | 'refresh_token') {
+  if (!client.grantTypes.includes(grantType)) {
+    throw new OAuthError(
+      'unauthorized_client',
+      `the client is not registered for the ${grantType} grant`,
+    )
+  }
+}
+
+function checkResource(deps: RouteDeps, resource: string | undefined) {
+  if (resource !== undefined && resource.replace(/\/$/, '') !== deps.config.resource) {
+    throw new OAuthError('invalid_target', `resource must be ${deps.config.resource}`)
+  }
+}
+
+/** RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) equals the stored challenge. */
+function verifyPkce(verifier: string | undefined, challenge: string) {
+  if (!verifier) throw new OAuthError('invalid_request', 'code_verifier is missing')
+  if (!CODE_VERIFIER.test(verifier))
+    throw new OAuthError('invalid_request', 'code_verifier is not a valid PKCE verifier')
+  const computed = createHash('sha256').update(verifier).digest('base64url')
+  if (!safeEqual(computed, challenge))
+    throw new OAuthError('invalid_grant', 'code_verifier does not match the code_challenge')
+}
+
+/** The authorization_code grant (OAuth 2.1 §4.1.3). */
+async function exchangeCode(
+  deps: RouteDeps,
+  clients: Clients,
+  authorization: string | undefined,
+  form: Form,
+): Promise<TokenResponse> {
+  const client = await authenticateClient(clients, authorization, form)
+  requireGrantType(client, 'authorization_code')
+  if (!form.code) throw new OAuthError('invalid_request', 'code is missing')
+  const redeemed = await redeemCode(deps, form.code)
+  if (!redeemed)
+    throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
+  if ('replayedGrantId' in redeemed) {
+    await revokeGrant(deps, redeemed.replayedGrantId)
+    deps.logger.warn(
+      { event: 'code.replayed', client_id: client.clientId },
+      'authorization code replayed; its grant is revoked',
+    )
+    throw new OAuthError(
+      'invalid_grant',
+      'the authorization code was already used; the tokens it issued are revoked',
+    )
+  }
+  const { record } = redeemed
+  if (record.clientId !== client.clientId)
+    throw new OAuthError('invalid_grant', 'the authorization code was issued to another client')
+  if (
+    (record.redirectUriProvided || form.redirect_uri !== undefined) &&
+    form.redirect_uri !== record.redirectUri
+  ) {
+    throw new OAuthError('invalid_grant', 'redirect_uri does not match the authorization request')
+  }
+  verifyPkce(form.code_verifier, record.codeChallenge)
+  checkResource(deps, form.resource)
+  const grant = await findGrant(deps, record.grantId)
+  if (!grant)
+    throw new OAuthError('invalid_grant', 'the authorization behind this code was revoked')
+  const refresh = client.grantTypes.includes('refresh_token')
+    ? await issueRefreshToken(deps, grant)
+    : undefined
+  return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh?.token)
+}
+
+/** Mints the access token for a grant, records its jti on the grant and answers. */
+async function issueTokens(
+  deps: RouteDeps,
+  grant: Grant,
+  grantType: string,
+  refreshToken: string | undefined,
+): Promise<TokenResponse> {
+  const upstream = await upstreamTokens(deps, grant)
+  const access = await mintAccessToken(deps, {
+    sub: grant.sub,
+    clientId: grant.clientId,
+    scopes: grant.scopes,
+    actor: 'user',
+    ...grant.identity,
+    upstream: { at: upstream.accessToken, exp: upstream.expiresAt, gid: grant.id },
+    upstreamRefreshable: Boolean(upstream.refreshToken),
+  })
+  await saveGrant(deps, {
+    ...grant,
+    accessTokens: [...grant.accessTokens, { jti: access.jti, exp: access.expiresAt }],
+  })
+  deps.logger.info(
+    {
+      event: 'token.issued',
+      grant_type: grantType,
+      client_id: grant.clientId,
+      sub: grant.sub,
+      org: grant.identity.orgCode ?? grant.identity.orgId,
+      actor: 'user',
+      scopes: grant.scopes,
+      jti: access.jti,
+    },
+    'token issued',
+  )
+  return {
+    access_token: access.token,
+    token_type: 'Bearer',
+    expires_in: access.expiresIn,
+    scope: grant.scopes.join(' '),
+    ...(refreshToken ? { refresh_token: refreshToken } : {}),
+  }
+}
+
+/**
+ * The refresh_token grant with rotation (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2): the current
+ * token rotates, refreshing the upstream token under a lock shared through the store; a token
+ * rotated within the grace period answers with its successor; any older one ends the family.
+ */
+async function refreshTokens(
+  deps: RouteDeps,
+  clients: Clients,
+  authorization: string | undefined,
+  form: Form,
+): Promise<TokenResponse> {
+  const client = await authenticateClient(clients, authorization, form)
+  requireGrantType(client, 'refresh_token')
+  const token = form.refresh_token
+  if (!token) throw new OAuthError('invalid_request', 'refresh_token is missing')
+  checkResource(deps, form.resource)
+
+  const answer = async (): Promise<TokenResponse> => {
+    const found = await lookupRefreshToken(deps, token, client.clientId)
+    switch (found.kind) {
+      case 'unknown':
+        throw new OAuthError('invalid_grant', 'the refresh token is invalid, expired or revoked')
+      case 'reused':
+        await revokeGrant(deps, found.grantId)
+        deps.logger.warn(
+          { event: 'refresh.reuse_detected', client_id: client.clientId },
+          'refresh token reused; family revoked',
+        )
+        throw new OAuthError(
+          'invalid_grant',
+          'the refresh token was already used; the session is revoked',
+        )
+      case 'grace':
+        return issueTokens(deps, narrow(found.grant, form.scope), 'refresh_token', found.successor)
+      case 'current': {
+        const refreshed = await refreshUpstream(deps, found.grant)
+        const rotated = await rotateRefreshToken(deps, refreshed, found.hash)
+        return issueTokens(deps, narrow(rotated.grant, form.scope), 'refresh_token', rotated.token)
+      }
+    }
+  }
+  // Concurrent refreshes of one family queue here, on every instance: the first rotates, the
+  // rest then find the token rotated and get the grace answer.
+  const lookup = await lookupRefreshToken(deps, token, client.clientId)
+  if (lookup.kind !== 'current') return answer()
+  try {
+    return await withLock(deps.store, grantLockKey(lookup.grant.id), answer, {
+      waitMs: deps.config.upstreamTimeoutSeconds * 1000 + 5000,
+    })
+  } catch (error) {
+    if (error instanceof LockTimeoutError) throw unavailable(error)
+    throw error
+  }
+}
+
+/** Narrows the scope of the new access token (RFC 6749 §6); never widens it. */
+function narrow(grant: Grant, scope: string | undefined): Grant {
+  if (scope === undefined) return grant
+  const requested = scope.split(' ').filter(Boolean)
+  const extra = requested.find((s) => !grant.scopes.includes(s) && s !== 'offline_access')
+  if (extra) throw new OAuthError('invalid_scope', `scope ${extra} was not granted`)
+  return { ...grant, scopes: requested.filter((s) => s !== 'offline_access') }
+}
+
+/** Refreshes the grant's upstream tokens; an upstream `invalid_grant` ends the family. */
+async function refreshUpstream(deps: RouteDeps, grant: Grant): Promise<Grant> {
+  const current = await upstreamTokens(deps, grant)
+  if (!current.refreshToken) return grant
+  let tokens: UpstreamTokens
+  try {
+    const refreshed = await deps.upstream.refresh(current.refreshToken)
+    // A refresh that answers for somebody else is no refresh of this grant.
+    if (refreshed.identity.sub !== grant.sub) {
+      throw new UpstreamError(
+        'rejected',
+        'invalid_grant',
+        'the refreshed tokens name another subject',
+      )
+    }
+    tokens = refreshed.tokens
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error
+    if (error.kind === 'unavailable') {
+      throw new OAuthError(
+        'temporarily_unavailable',
+        'the identity provider is unavailable; try again shortly',
+        {
+          status: 503,
+          headers: { 'retry-after': String(error.retryAfterSeconds ?? 5) },
+          internal: error,
+        },
+      )
+    }
+    await revokeGrant(deps, grant.id)
+    deps.logger.info(
+      {
+        event: 'refresh.upstream_rejected',
+        client_id: grant.clientId,
+        sub: grant.sub,
+        code: error.code,
+      },
+      'upstream ended the session',
+    )
+    throw new OAuthError('invalid_grant', 'the identity provider ended this session; sign in again')
+  }
+  return {
+    ...grant,
+    upstream: await seal(deps.keys, {
+      ...tokens,
+      refreshToken: tokens.refreshToken ?? current.refreshToken,
+    }),
+  }
+}
+
+/**
+ * The client_credentials grant for agents: the agent's own upstream M2M credentials go to the
+ * upstream token endpoint; its token is wrapped like a user's, with `actor: "agent"` and no
+ * refresh token. The proxy stores no M2M secret.
+ */
+async function clientCredentials(
+  deps: RouteDeps,
+  _clients: Clients,
+  authorization: string | undefined,
+  form: Form,
+): Promise<TokenResponse> {
+  const credentials = m2mCredentials(authorization, form)
+  checkResource(deps, form.resource)
+  let result: Awaited<ReturnType<RouteDeps['upstream']['clientCredentials']>>
+  try {
+    result = await deps.upstream.clientCredentials({ ...credentials, scope: form.scope })
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error
+    if (error.kind === 'unavailable') {
+      throw new OAuthError(
+        'temporarily_unavailable',
+        'the identity provider is unavailable; try again shortly',
+        {
+          status: 503,
+          headers: { 'retry-after': String(error.retryAfterSeconds ?? 5) },
+          internal: error,
+        },
+      )
+    }
+    if (error.code === 'invalid_client') {
+      throw new OAuthError(
+        'invalid_client',
+        'the identity provider rejected the client credentials',
+        {
+          status: 401,
+          headers: authorization
+            ? { 'www-authenticate': 'Basic realm="token", charset="UTF-8"' }
+            : {},
+        },
+      )
+    }
+    const passed = ['unauthorized_client', 'invalid_scope', 'access_denied', 'invalid_request']
+    throw new OAuthError(
+      passed.includes(error.code) ? error.code : 'invalid_request',
+      'the identity provider refused the request',
+    )
+  }
+  const { identity, tokens } = result
+  const refusal = await checkUserPolicy(
+    {
+      allowedEmailDomains: [],
+      allowedOrgCodes: deps.config.allowedOrgCodes,
+      requiredPermissions: [],
+    },
+    identity,
+    credentials.clientId,
+  )
+  if (refusal) throw new OAuthError('access_denied', refusal, { status: 400 })
+  const scopes = identity.scopes ?? tokens.scope?.split(' ').filter(Boolean) ?? []
+  const actor: Actor = 'agent'
+  const access = await mintAccessToken(deps, {
+    sub: identity.sub,
+    clientId: credentials.clientId,
+    scopes,
+    actor,
+    ...identityClaims(identity),
+    upstream: { at: tokens.accessToken, exp: tokens.expiresAt },
+    upstreamRefreshable: false,
+  })
+  deps.logger.info(
+    {
+      event: 'token.issued',
+      grant_type: 'client_credentials',
+      client_id: credentials.clientId,
+      sub: identity.sub,
+      org: identity.orgCode ?? identity.orgId,
+      actor,
+      scopes,
+      jti: access.jti,
+    },
+    'token issued',
+  )
+  return {
+    access_token: access.token,
+    token_type: 'Bearer',
+    expires_in: access.expiresIn,
+    scope: scopes.join(' '),
+  }
+}
+
+/** The agent's M2M credentials, by Basic or in the body (never both). */
+function m2mCredentials(
+  authorization: string | undefined,
+  form: Form,
+): { clientId: string; clientSecret: string } {
+  if (authorization && /^Basic\b/i.test(authorization)) {
+    const basic = basicCredentials(authorization)
+    if (!basic)
+      throw new OAuthError('invalid_request', 'the Basic authorization header is malformed')
+    if (form.client_secret !== undefined)
+      throw new OAuthError('invalid_request', 'use one client authentication method')
+    return { clientId: basic.id, clientSecret: basic.secret }
+  }
+  if (form.client_id && form.client_secret)
+    return { clientId: form.client_id, clientSecret: form.client_secret }
+  throw new OAuthError(
+    'invalid_client',
+    'client_credentials needs the M2M application’s client_id and client_secret',
+    { status: 401 },
+  )
+}

@@ -1,0 +1,97 @@
+import { pino } from 'pino'
+import { loadConfig } from '../../src/config.js'
+import { type RunningServer, startServer } from '../../src/server.js'
+import { freePort } from './net.js'
+import { deleteKeys, REDIS_URL, uniquePrefix } from './redis.js'
+import {
+  type StartUpstreamOptions,
+  startUpstream,
+  type Upstream,
+  type UpstreamFlavor,
+} from './upstream.js'
+
+/** The proxy's confidential client at the test upstream. */
+export const PROXY_CLIENT = { client_id: 'mcp-proxy', client_secret: 'mcp-proxy-upstream-secret' }
+
+export interface ProxyUnderTest {
+  /** The proxy's public URL (also where it listens). */
+  readonly url: string
+  readonly server: RunningServer
+  readonly upstream: Upstream
+  close(): Promise<void>
+}
+
+export interface StartProxyOptions {
+  flavor: UpstreamFlavor
+  store?: 'memory' | 'redis'
+  /** Extra environment for the proxy. */
+  env?: Record<string, string>
+  upstream?: Partial<StartUpstreamOptions>
+  /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
+  fetch?: typeof fetch
+}
+
+/**
+ * Starts a real upstream (oidc-provider as Kinde, Auth0 or plain OIDC) and the proxy in front
+ * of it on loopback, configured through the same environment variables a deployment uses.
+ */
+export async function startProxy(options: StartProxyOptions): Promise<ProxyUnderTest> {
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const upstream = await startUpstream({
+    flavor: options.flavor,
+    client: { ...PROXY_CLIENT, redirect_uris: [`${url}/callback`] },
+    ...options.upstream,
+  })
+  const prefix = uniquePrefix(`proxy-${options.flavor}`)
+  const env: Record<string, string> = {
+    PUBLIC_URL: url,
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    LOG_LEVEL: 'silent',
+    ...upstreamEnv(upstream),
+    ...(options.store === 'redis' ? { REDIS_URL, REDIS_KEY_PREFIX: prefix } : {}),
+    ...options.env,
+  }
+  const server = await startServer(loadConfig(env), {
+    logger: pino({ level: 'silent' }),
+    fetch: options.fetch,
+  })
+  return {
+    url,
+    server,
+    upstream,
+    async close() {
+      await server.close()
+      await upstream.close()
+      if (options.store === 'redis') await deleteKeys(prefix)
+    },
+  }
+}
+
+/** The environment variables that point the proxy at `upstream`, as a user would set them. */
+export function upstreamEnv(upstream: Upstream): Record<string, string> {
+  switch (upstream.flavor) {
+    case 'kinde':
+      return {
+        KINDE_ISSUER_URL: upstream.issuer,
+        KINDE_CLIENT_ID: PROXY_CLIENT.client_id,
+        KINDE_CLIENT_SECRET: PROXY_CLIENT.client_secret,
+        KINDE_AUDIENCE: upstream.audience,
+      }
+    case 'auth0':
+      return {
+        AUTH0_DOMAIN: upstream.issuer,
+        AUTH0_CLIENT_ID: PROXY_CLIENT.client_id,
+        AUTH0_CLIENT_SECRET: PROXY_CLIENT.client_secret,
+        AUTH0_AUDIENCE: upstream.audience,
+      }
+    case 'oidc':
+      return {
+        OIDC_ISSUER_URL: upstream.issuer,
+        OIDC_CLIENT_ID: PROXY_CLIENT.client_id,
+        OIDC_CLIENT_SECRET: PROXY_CLIENT.client_secret,
+        OIDC_AUDIENCE: upstream.audience,
+      }
+  }
+}
