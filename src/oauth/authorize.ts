@@ -3,6 +3,7 @@ import { randomToken, safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
 import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
+import { createGrant, issueCode } from '../tokens/grants.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
@@ -13,7 +14,6 @@ import {
   rememberConsent,
   rememberedConsents,
 } from './cookies.js'
-import { createGrant, issueCode } from './grants.js'
 import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
 import { checkUserPolicy } from './policy.js'
 import { isLoopbackRedirect, isPrivateUseScheme, redirectUriMatches } from './redirect-uri.js'

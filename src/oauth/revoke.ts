@@ -3,10 +3,15 @@ import type { Deps } from '../deps.js'
 import { NO_STORE, OAuthError } from '../errors.js'
 import { methodNotAllowed, publicCors } from '../http.js'
 import { verifyAccessToken } from '../tokens/access-token.js'
+import {
+  denyAccessToken,
+  findRefreshGrantId,
+  revokeGrant,
+  upstreamTokens,
+} from '../tokens/grants.js'
 import { authenticateClient } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
-import { denyAccessToken, findRefreshGrantId, revokeGrant, upstreamTokens } from './grants.js'
 
 type RouteDeps = Deps & Required<Pick<Deps, 'upstream'>>
 

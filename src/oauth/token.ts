@@ -7,12 +7,6 @@ import { methodNotAllowed, publicCors } from '../http.js'
 import { consumeRate } from '../rate-limit.js'
 import { LockTimeoutError, withLock } from '../store/lock.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
-import { seal } from '../tokens/seal.js'
-import { UpstreamError, type UpstreamTokens } from '../upstream/upstream.js'
-import type { Client } from './client.js'
-import { authenticateClient, basicCredentials } from './client-auth.js'
-import type { Clients } from './clients.js'
-import { readForm } from './form.js'
 import {
   findGrant,
   type Grant,
@@ -21,11 +15,17 @@ import {
   issueRefreshToken,
   lookupRefreshToken,
   redeemCode,
+  refreshGrantUpstream,
   revokeGrant,
   rotateRefreshToken,
   saveGrant,
   upstreamTokens,
-} from './grants.js'
+} from '../tokens/grants.js'
+import { UpstreamError } from '../upstream/upstream.js'
+import type { Client } from './client.js'
+import { authenticateClient, basicCredentials } from './client-auth.js'
+import type { Clients } from './clients.js'
+import { readForm } from './form.js'
 import { checkUserPolicy } from './policy.js'
 
 type RouteDeps = Deps & Required<Pick<Deps, 'upstream'>>
@@ -150,12 +150,13 @@ async function issueTokens(
   grant: Grant,
   grantType: string,
   refreshToken: string | undefined,
+  scopes: readonly string[] = grant.scopes,
 ): Promise<TokenResponse> {
   const upstream = await upstreamTokens(deps, grant)
   const access = await mintAccessToken(deps, {
     sub: grant.sub,
     clientId: grant.clientId,
-    scopes: grant.scopes,
+    scopes,
     actor: 'user',
     ...grant.identity,
     upstream: { at: upstream.accessToken, exp: upstream.expiresAt, gid: grant.id },
@@ -173,7 +174,7 @@ async function issueTokens(
       sub: grant.sub,
       org: grant.identity.orgCode ?? grant.identity.orgId,
       actor: 'user',
-      scopes: grant.scopes,
+      scopes,
       jti: access.jti,
     },
     'token issued',
@@ -182,7 +183,7 @@ async function issueTokens(
     access_token: access.token,
     token_type: 'Bearer',
     expires_in: access.expiresIn,
-    scope: grant.scopes.join(' '),
+    scope: scopes.join(' '),
     ...(refreshToken ? { refresh_token: refreshToken } : {}),
   }
 }
@@ -220,11 +221,13 @@ async function refreshTokens(
           'the refresh token was already used; the session is revoked',
         )
       case 'grace':
-        return issueTokens(deps, narrow(found.grant, form.scope), 'refresh_token', found.successor)
+        return issueTokens(deps, found.grant, 'refresh_token', found.successor, narrow(found.grant, form.scope))
       case 'current': {
-        const refreshed = await refreshUpstream(deps, found.grant)
-        const rotated = await rotateRefreshToken(deps, refreshed, found.hash)
-        return issueTokens(deps, narrow(rotated.grant, form.scope), 'refresh_token', rotated.token)
+        // Checked before anything rotates, so a bad scope costs the client nothing.
+        const scopes = narrow(found.grant, form.scope)
+        const refreshed = await refreshGrantUpstream(deps, found.grant)
+        const rotated = await rotateRefreshToken(deps, refreshed.grant, found.hash)
+        return issueTokens(deps, rotated.grant, 'refresh_token', rotated.token, scopes)
       }
     }
   }
@@ -242,63 +245,13 @@ async function refreshTokens(
   }
 }
 
-/** Narrows the scope of the new access token (RFC 6749 §6); never widens it. */
-function narrow(grant: Grant, scope: string | undefined): Grant {
-  if (scope === undefined) return grant
+/** The scopes of a refreshed access token: narrowed on request (RFC 6749 §6), never widened. */
+function narrow(grant: Grant, scope: string | undefined): readonly string[] {
+  if (scope === undefined) return grant.scopes
   const requested = scope.split(' ').filter(Boolean)
   const extra = requested.find((s) => !grant.scopes.includes(s) && s !== 'offline_access')
   if (extra) throw new OAuthError('invalid_scope', `scope ${extra} was not granted`)
-  return { ...grant, scopes: requested.filter((s) => s !== 'offline_access') }
-}
-
-/** Refreshes the grant's upstream tokens; an upstream `invalid_grant` ends the family. */
-async function refreshUpstream(deps: RouteDeps, grant: Grant): Promise<Grant> {
-  const current = await upstreamTokens(deps, grant)
-  if (!current.refreshToken) return grant
-  let tokens: UpstreamTokens
-  try {
-    const refreshed = await deps.upstream.refresh(current.refreshToken)
-    // A refresh that answers for somebody else is no refresh of this grant.
-    if (refreshed.identity.sub !== grant.sub) {
-      throw new UpstreamError(
-        'rejected',
-        'invalid_grant',
-        'the refreshed tokens name another subject',
-      )
-    }
-    tokens = refreshed.tokens
-  } catch (error) {
-    if (!(error instanceof UpstreamError)) throw error
-    if (error.kind === 'unavailable') {
-      throw new OAuthError(
-        'temporarily_unavailable',
-        'the identity provider is unavailable; try again shortly',
-        {
-          status: 503,
-          headers: { 'retry-after': String(error.retryAfterSeconds ?? 5) },
-          internal: error,
-        },
-      )
-    }
-    await revokeGrant(deps, grant.id)
-    deps.logger.info(
-      {
-        event: 'refresh.upstream_rejected',
-        client_id: grant.clientId,
-        sub: grant.sub,
-        code: error.code,
-      },
-      'upstream ended the session',
-    )
-    throw new OAuthError('invalid_grant', 'the identity provider ended this session; sign in again')
-  }
-  return {
-    ...grant,
-    upstream: await seal(deps.keys, {
-      ...tokens,
-      refreshToken: tokens.refreshToken ?? current.refreshToken,
-    }),
-  }
+  return requested.filter((s) => s !== 'offline_access')
 }
 
 /**

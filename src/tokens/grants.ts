@@ -1,8 +1,9 @@
 import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
-import type { IdentityClaims } from '../tokens/access-token.js'
-import { seal, unseal } from '../tokens/seal.js'
-import type { UpstreamIdentity, UpstreamTokens } from '../upstream/upstream.js'
+import { OAuthError } from '../errors.js'
+import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../upstream/upstream.js'
+import type { IdentityClaims } from './access-token.js'
+import { seal, unseal } from './seal.js'
 
 /**
  * One user's authorization of one client: the root of a refresh-token family. Revoking the
@@ -235,4 +236,61 @@ export async function findRefreshGrantId(
 ): Promise<{ grantId: string; clientId: string } | undefined> {
   const record = await deps.store.get<RefreshRecord>(refreshKey(sha256(token)))
   return record ? { grantId: record.grantId, clientId: record.clientId } : undefined
+}
+
+/**
+ * Refreshes a grant's upstream tokens with its upstream refresh token and stores the result
+ * on the grant (the caller holds the grant's lock). An upstream `invalid_grant`, or tokens for
+ * another subject, end the family (`invalid_grant`); an unreachable upstream is
+ * `temporarily_unavailable` and changes nothing.
+ */
+export async function refreshGrantUpstream(
+  deps: GrantDeps & Required<Pick<Deps, 'upstream' | 'logger'>>,
+  grant: Grant,
+): Promise<{ grant: Grant; tokens: UpstreamTokens }> {
+  const current = await upstreamTokens(deps, grant)
+  if (!current.refreshToken) return { grant, tokens: current }
+  let tokens: UpstreamTokens
+  try {
+    const refreshed = await deps.upstream.refresh(current.refreshToken)
+    // A refresh that answers for somebody else is no refresh of this grant.
+    if (refreshed.identity.sub !== grant.sub) {
+      throw new UpstreamError(
+        'rejected',
+        'invalid_grant',
+        'the refreshed tokens name another subject',
+      )
+    }
+    tokens = {
+      ...refreshed.tokens,
+      refreshToken: refreshed.tokens.refreshToken ?? current.refreshToken,
+    }
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error
+    if (error.kind === 'unavailable') {
+      throw new OAuthError(
+        'temporarily_unavailable',
+        'the identity provider is unavailable; try again shortly',
+        {
+          status: 503,
+          headers: { 'retry-after': String(error.retryAfterSeconds ?? 5) },
+          internal: error,
+        },
+      )
+    }
+    await revokeGrant(deps, grant.id)
+    deps.logger.info(
+      {
+        event: 'refresh.upstream_rejected',
+        client_id: grant.clientId,
+        sub: grant.sub,
+        code: error.code,
+      },
+      'upstream ended the session',
+    )
+    throw new OAuthError('invalid_grant', 'the identity provider ended this session; sign in again')
+  }
+  const updated = { ...grant, upstream: await seal(deps.keys, tokens) }
+  await saveGrant(deps, updated)
+  return { grant: updated, tokens }
 }
