@@ -16,6 +16,8 @@ export const PROXY_CLIENT = { client_id: 'mcp-proxy', client_secret: 'mcp-proxy-
 export interface ProxyUnderTest {
   /** The proxy's public URL (also where it listens). */
   readonly url: string
+  /** The environment the proxy was configured with. */
+  readonly env: Readonly<Record<string, string>>
   readonly server: RunningServer
   readonly upstream: Upstream
   close(): Promise<void>
@@ -59,6 +61,7 @@ export async function startProxy(options: StartProxyOptions): Promise<ProxyUnder
   })
   return {
     url,
+    env,
     server,
     upstream,
     async close() {
@@ -94,4 +97,20 @@ export function upstreamEnv(upstream: Upstream): Record<string, string> {
         OIDC_AUDIENCE: upstream.audience,
       }
   }
+}
+
+/**
+ * Starts a second instance of `proxy` (same PUBLIC_URL, store and upstream) on another port,
+ * as a fleet behind a load balancer would run; returns its listening URL and server.
+ */
+export async function startSibling(
+  proxy: ProxyUnderTest,
+  options: { fetch?: typeof fetch } = {},
+): Promise<{ url: string; server: RunningServer; close(): Promise<void> }> {
+  const port = await freePort()
+  const server = await startServer(loadConfig({ ...proxy.env, PORT: String(port) }), {
+    logger: pino({ level: 'silent' }),
+    fetch: options.fetch,
+  })
+  return { url: server.url, server, close: () => server.close() }
 }

@@ -1,0 +1,214 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { findGrant, lookupRefreshToken, upstreamTokens } from '../src/tokens/grants.js'
+import { authorizationUrl, pkce, registerClient, signIn } from './support/flow.js'
+import { type ProxyUnderTest, startProxy, startSibling } from './support/proxy.js'
+
+interface Tokens {
+  access_token: string
+  refresh_token: string
+  expires_in: number
+  scope: string
+}
+
+/** Counts the refresh-token grants the proxy spends at the upstream. */
+function upstreamRefreshCounter() {
+  let count = 0
+  let failWith: 'down' | undefined
+  const wrapped: typeof fetch = async (input, init) => {
+    const body =
+      init?.body instanceof URLSearchParams ? init.body.toString() : String(init?.body ?? '')
+    if (body.includes('grant_type=refresh_token')) {
+      if (failWith === 'down') throw new TypeError('fetch failed')
+      count++
+    }
+    return fetch(input, init)
+  }
+  return {
+    fetch: wrapped,
+    count: () => count,
+    down: (isDown: boolean) => {
+      failWith = isDown ? 'down' : undefined
+    },
+  }
+}
+
+async function signedIn(
+  proxy: ProxyUnderTest,
+  clientName = 'refresh test',
+): Promise<{ clientId: string; tokens: Tokens }> {
+  const redirectUri = 'http://127.0.0.1:45555/cb'
+  const client = await registerClient(proxy.url, {
+    redirect_uris: [redirectUri],
+    token_endpoint_auth_method: 'none',
+    client_name: clientName,
+  })
+  const { verifier, challenge } = pkce()
+  const back = await signIn(
+    proxy,
+    authorizationUrl(proxy.url, {
+      response_type: 'code',
+      client_id: client.client_id,
+      redirect_uri: redirectUri,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      state: 's',
+    }),
+  )
+  const res = await tokenRequest(proxy.url, {
+    grant_type: 'authorization_code',
+    code: back.searchParams.get('code') ?? '',
+    redirect_uri: redirectUri,
+    code_verifier: verifier,
+    client_id: client.client_id,
+  })
+  expect(res.status).toBe(200)
+  return { clientId: client.client_id, tokens: (await res.json()) as Tokens }
+}
+
+function tokenRequest(url: string, params: Record<string, string>): Promise<Response> {
+  return fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(params),
+  })
+}
+
+const refresh = (url: string, clientId: string, token: string) =>
+  tokenRequest(url, { grant_type: 'refresh_token', refresh_token: token, client_id: clientId })
+
+describe.each(['memory', 'redis'] as const)('refresh token rotation (%s store)', (store) => {
+  let proxy: ProxyUnderTest
+  const counter = upstreamRefreshCounter()
+  beforeAll(async () => {
+    proxy = await startProxy({
+      flavor: 'kinde',
+      store,
+      env: { REFRESH_GRACE_SECONDS: '2' },
+      fetch: counter.fetch,
+    })
+  })
+  afterAll(() => proxy.close())
+
+  it('issues a refresh token to an SDK-style client that never asked for offline_access', async () => {
+    const { tokens } = await signedIn(proxy)
+    expect(tokens.refresh_token).toMatch(/^[\w-]{43}$/)
+    expect(tokens.scope).toBe('openid profile email')
+  })
+
+  it('rotates on every use, refreshing the upstream token too', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    const before = counter.count()
+    const res = await refresh(proxy.url, clientId, tokens.refresh_token)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('cache-control')).toBe('no-store')
+    const next = (await res.json()) as Tokens
+    expect(next.refresh_token).not.toBe(tokens.refresh_token)
+    expect(next.access_token).not.toBe(tokens.access_token)
+    expect(counter.count()).toBe(before + 1)
+    const again = await refresh(proxy.url, clientId, next.refresh_token)
+    expect(again.status).toBe(200)
+  })
+
+  it('answers a retry within the grace period with the same successor, then treats reuse as theft', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    const first = (await (
+      await refresh(proxy.url, clientId, tokens.refresh_token)
+    ).json()) as Tokens
+    const retry = await refresh(proxy.url, clientId, tokens.refresh_token)
+    expect(retry.status).toBe(200)
+    const retried = (await retry.json()) as Tokens
+    expect(retried.refresh_token).toBe(first.refresh_token)
+
+    // Past the grace, the old token is a replay: the whole family ends, successor included.
+    await new Promise((resolve) => setTimeout(resolve, 2200))
+    const reuse = await refresh(proxy.url, clientId, tokens.refresh_token)
+    expect(reuse.status).toBe(400)
+    expect(await reuse.json()).toEqual({
+      error: 'invalid_grant',
+      error_description: 'the refresh token was already used; the session is revoked',
+    })
+    const successor = await refresh(proxy.url, clientId, first.refresh_token)
+    expect(successor.status).toBe(400)
+    expect(await successor.json()).toMatchObject({ error: 'invalid_grant' })
+  })
+
+  it('refuses a refresh token presented by another client', async () => {
+    const { tokens } = await signedIn(proxy)
+    const other = await signedIn(proxy, 'another client')
+    expect(other.clientId).not.toBe((await signedIn(proxy)).clientId)
+    const res = await refresh(proxy.url, other.clientId, tokens.refresh_token)
+    expect(res.status).toBe(400)
+    expect(await res.json()).toMatchObject({ error: 'invalid_grant' })
+  })
+
+  it('answers temporarily_unavailable while the upstream is down and keeps the token usable', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    counter.down(true)
+    try {
+      const res = await refresh(proxy.url, clientId, tokens.refresh_token)
+      expect(res.status).toBe(503)
+      expect(res.headers.get('retry-after')).toBeTruthy()
+      expect(await res.json()).toMatchObject({ error: 'temporarily_unavailable' })
+    } finally {
+      counter.down(false)
+    }
+    expect((await refresh(proxy.url, clientId, tokens.refresh_token)).status).toBe(200)
+  })
+})
+
+describe('an upstream that ends the session', () => {
+  let proxy: ProxyUnderTest
+  beforeAll(async () => {
+    proxy = await startProxy({ flavor: 'auth0', store: 'memory' })
+  })
+  afterAll(() => proxy.close())
+
+  it('ends the family with invalid_grant when the upstream refuses its refresh token', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    // The user's upstream session is revoked behind the proxy's back (an admin, a logout).
+    const found = await lookupRefreshToken(proxy.server.deps, tokens.refresh_token, clientId)
+    if (found.kind !== 'current') throw new Error('expected a current refresh token')
+    const grant = await findGrant(proxy.server.deps, found.grant.id)
+    const upstream = await upstreamTokens(proxy.server.deps, grant as NonNullable<typeof grant>)
+    await proxy.server.deps.upstream?.revoke(upstream.refreshToken as string, 'refresh_token')
+
+    const res = await refresh(proxy.url, clientId, tokens.refresh_token)
+    expect(res.status).toBe(400)
+    expect(await res.json()).toEqual({
+      error: 'invalid_grant',
+      error_description: 'the identity provider ended this session; sign in again',
+    })
+    expect((await refresh(proxy.url, clientId, tokens.refresh_token)).status).toBe(400)
+  })
+})
+
+describe('concurrent refreshes on two instances sharing Redis', () => {
+  let proxy: ProxyUnderTest
+  let sibling: Awaited<ReturnType<typeof startSibling>>
+  const counter = upstreamRefreshCounter()
+  beforeAll(async () => {
+    proxy = await startProxy({ flavor: 'kinde', store: 'redis', fetch: counter.fetch })
+    sibling = await startSibling(proxy, { fetch: counter.fetch })
+  })
+  afterAll(async () => {
+    await sibling.close()
+    await proxy.close()
+  })
+
+  it('spends the upstream refresh token once and leaves one live family', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    const before = counter.count()
+    const responses = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        refresh(i % 2 ? sibling.url : proxy.url, clientId, tokens.refresh_token),
+      ),
+    )
+    expect(responses.map((r) => r.status)).toEqual(Array(8).fill(200))
+    const bodies = (await Promise.all(responses.map((r) => r.json()))) as Tokens[]
+    // Kinde rotates its refresh tokens: a second upstream spend would have failed outright.
+    expect(counter.count()).toBe(before + 1)
+    expect(new Set(bodies.map((b) => b.refresh_token)).size).toBe(1)
+    const successor = bodies[0]?.refresh_token as string
+    expect((await refresh(sibling.url, clientId, successor)).status).toBe(200)
+  })
+})
