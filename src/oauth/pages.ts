@@ -12,6 +12,9 @@ export function escapeHtml(value: string): string {
  * Headers for every page the proxy renders: never framed (clickjacking on the consent page is
  * the classic attack), no scripts at all, forms only to the given targets. `form-action` also
  * governs the redirect after a form POST in Chromium, so it lists where Allow and Deny lead.
+ * The referrer policy is `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+ * `Origin: null` with the consent form's own POST (Fetch, "serializing a request origin"),
+ * which the consent handler must refuse as a forgery.
  */
 export function pageHeaders(formTargets: readonly string[] = []): Record<string, string> {
   const formAction = ["'self'", ...formTargets].join(' ')
@@ -20,7 +23,7 @@ export function pageHeaders(formTargets: readonly string[] = []): Record<string,
     'cache-control': 'no-store',
     'x-frame-options': 'DENY',
     'x-content-type-options': 'nosniff',
-    'referrer-policy': 'no-referrer',
+    'referrer-policy': 'same-origin',
     'content-security-policy': `default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action ${formAction}; frame-ancestors 'none'; base-uri 'none'`,
   }
 }

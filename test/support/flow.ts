@@ -67,7 +67,7 @@ export async function signIn(
     const { requestId, csrfToken } = consentFields(await response.text())
     response = await agent.fetch(`${proxy.url}/authorize/consent`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: proxy.url },
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({
         request_id: requestId,
         csrf_token: csrfToken,
