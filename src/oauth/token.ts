@@ -52,7 +52,8 @@ export function tokenRoutes(deps: RouteDeps, clients: Clients) {
     if (!grantType) throw new OAuthError('invalid_request', 'grant_type is missing')
     const rateKey = form.client_id ?? c.req.header('authorization') ?? 'anonymous'
     await consumeRate(deps, 'token', rateKey.slice(0, 200), deps.config.tokenRateLimit)
-    const handler = GRANTS[grantType]
+    // Own properties only: `grant_type=constructor` must not reach Object's prototype.
+    const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
     if (!handler)
       throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
     const body = await handler(deps, clients, c.req.header('authorization'), form)
@@ -114,7 +115,8 @@ async function exchangeCode(
   if (!redeemed)
     throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
   if ('replayedGrantId' in redeemed) {
-    await revokeGrant(deps, redeemed.replayedGrantId)
+    const { replayedGrantId } = redeemed
+    await underGrantLock(deps, replayedGrantId, () => revokeGrant(deps, replayedGrantId))
     deps.logger.warn(
       { event: 'code.replayed', client_id: client.clientId },
       'authorization code replayed; its grant is revoked',
@@ -135,13 +137,38 @@ async function exchangeCode(
   }
   verifyPkce(form.code_verifier, record.codeChallenge)
   checkResource(deps, form.resource)
-  const grant = await findGrant(deps, record.grantId)
-  if (!grant)
-    throw new OAuthError('invalid_grant', 'the authorization behind this code was revoked')
-  const refresh = client.grantTypes.includes('refresh_token')
-    ? await issueRefreshToken(deps, grant)
-    : undefined
-  return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh?.token)
+  // Under the grant's lock, like a replay's revocation: a replay racing this exchange then
+  // either revokes the grant before it is read here or after the tokens are recorded on it,
+  // never in between (where saving the grant would bring the revoked family back).
+  return underGrantLock(deps, record.grantId, async () => {
+    const grant = await findGrant(deps, record.grantId)
+    if (!grant)
+      throw new OAuthError('invalid_grant', 'the authorization behind this code was revoked')
+    const refresh = client.grantTypes.includes('refresh_token')
+      ? await issueRefreshToken(deps, grant)
+      : undefined
+    return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh?.token)
+  })
+}
+
+/**
+ * Runs `fn` holding the grant's lock, shared through the store by every instance: the one
+ * refreshes, code exchanges and code-replay revocations of a grant take. A lock held too long
+ * is `temporarily_unavailable`.
+ */
+async function underGrantLock<T>(
+  deps: RouteDeps,
+  grantId: string,
+  fn: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await withLock(deps.store, grantLockKey(grantId), fn, {
+      waitMs: deps.config.upstreamTimeoutSeconds * 1000 + 5000,
+    })
+  } catch (error) {
+    if (error instanceof LockTimeoutError) throw unavailable(error)
+    throw error
+  }
 }
 
 /** Mints the access token for a grant, records its jti on the grant and answers. */
@@ -221,7 +248,13 @@ async function refreshTokens(
           'the refresh token was already used; the session is revoked',
         )
       case 'grace':
-        return issueTokens(deps, found.grant, 'refresh_token', found.successor, narrow(found.grant, form.scope))
+        return issueTokens(
+          deps,
+          found.grant,
+          'refresh_token',
+          found.successor,
+          narrow(found.grant, form.scope),
+        )
       case 'current': {
         // Checked before anything rotates, so a bad scope costs the client nothing.
         const scopes = narrow(found.grant, form.scope)
@@ -235,14 +268,7 @@ async function refreshTokens(
   // rest then find the token rotated and get the grace answer.
   const lookup = await lookupRefreshToken(deps, token, client.clientId)
   if (lookup.kind !== 'current') return answer()
-  try {
-    return await withLock(deps.store, grantLockKey(lookup.grant.id), answer, {
-      waitMs: deps.config.upstreamTimeoutSeconds * 1000 + 5000,
-    })
-  } catch (error) {
-    if (error instanceof LockTimeoutError) throw unavailable(error)
-    throw error
-  }
+  return underGrantLock(deps, lookup.grant.id, answer)
 }
 
 /** The scopes of a refreshed access token: narrowed on request (RFC 6749 §6), never widened. */
