@@ -46,6 +46,8 @@ export interface Config {
   readonly allowedEmailDomains: readonly string[]
   readonly allowedOrgCodes: readonly string[]
   readonly requiredPermissions: readonly string[]
+  /** Upstream M2M client ids allowed to use client_credentials; empty allows every one. */
+  readonly m2mAllowedClients: readonly string[]
   readonly staticClients: readonly StaticClientSettings[]
   readonly clientIdMetadataDocuments: boolean
   /** Requests a minute per client IP at `/register`; 0 turns the limit off. */
@@ -65,6 +67,8 @@ export interface Config {
   /** Take the client address from `X-Forwarded-For` (only behind a proxy you run). */
   readonly trustProxy: boolean
   readonly logLevel: string
+  /** Where audit events go: a file path, or undefined for stdout with the other logs. */
+  readonly auditLog: string | undefined
 }
 
 /** Start-up configuration is wrong; `problems` has one line per variable. */
@@ -234,6 +238,7 @@ const EnvSchema = z.object({
   ALLOWED_EMAIL_DOMAINS: list.transform((domains) => domains.map((d) => d.toLowerCase())),
   ALLOWED_ORG_CODES: list,
   REQUIRED_PERMISSIONS: list,
+  M2M_ALLOWED_CLIENTS: list,
   STATIC_CLIENTS: staticClients,
   CLIENT_ID_METADATA_DOCUMENTS: bool(true),
   REGISTER_RATE_LIMIT: rate(120),
@@ -249,6 +254,7 @@ const EnvSchema = z.object({
   MCP_UPSTREAM_URL: secureUrl.optional(),
   MCP_SESSIONS: oneOf(['stateful', 'stateless']).default('stateful'),
   TRUST_PROXY: bool(false),
+  AUDIT_LOG: nonEmpty.optional(),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
 
@@ -295,6 +301,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     allowedEmailDomains: Object.freeze(vars.ALLOWED_EMAIL_DOMAINS),
     allowedOrgCodes: Object.freeze(vars.ALLOWED_ORG_CODES),
     requiredPermissions: Object.freeze(vars.REQUIRED_PERMISSIONS),
+    m2mAllowedClients: Object.freeze(vars.M2M_ALLOWED_CLIENTS),
     staticClients: Object.freeze(vars.STATIC_CLIENTS),
     clientIdMetadataDocuments: vars.CLIENT_ID_METADATA_DOCUMENTS,
     registerRateLimit: vars.REGISTER_RATE_LIMIT,
@@ -311,6 +318,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     mcpSessions: vars.MCP_SESSIONS,
     trustProxy: vars.TRUST_PROXY,
     logLevel: vars.LOG_LEVEL,
+    auditLog: vars.AUDIT_LOG,
   })
 }
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { Hono } from 'hono'
-import { safeEqual } from '../crypto.js'
+import { safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { NO_STORE, OAuthError, unavailable } from '../errors.js'
 import { methodNotAllowed, publicCors } from '../http.js'
@@ -50,8 +50,10 @@ export function tokenRoutes(deps: RouteDeps, clients: Clients) {
     const form = await readForm(c)
     const grantType = form.grant_type
     if (!grantType) throw new OAuthError('invalid_request', 'grant_type is missing')
-    const rateKey = form.client_id ?? c.req.header('authorization') ?? 'anonymous'
-    await consumeRate(deps, 'token', rateKey.slice(0, 200), deps.config.tokenRateLimit)
+    // Counted per client id, never per credential: a Basic header would put a secret in a key.
+    const clientId =
+      basicCredentials(c.req.header('authorization'))?.id ?? form.client_id ?? 'anonymous'
+    await consumeRate(deps, 'token', sha256(clientId), deps.config.tokenRateLimit)
     // Own properties only: `grant_type=constructor` must not reach Object's prototype.
     const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
     if (!handler)
@@ -266,9 +268,11 @@ async function refreshTokens(
   }
   // Concurrent refreshes of one family queue here, on every instance: the first rotates, the
   // rest then find the token rotated and get the grace answer.
+  // Every answer that touches a family runs under its lock, so a revocation (reuse, replay,
+  // /revoke) and a rotation or grace answer never interleave and resurrect a family.
   const lookup = await lookupRefreshToken(deps, token, client.clientId)
-  if (lookup.kind !== 'current') return answer()
-  return underGrantLock(deps, lookup.grant.id, answer)
+  if (lookup.kind === 'unknown') return answer()
+  return underGrantLock(deps, lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id, answer)
 }
 
 /** The scopes of a refreshed access token: narrowed on request (RFC 6749 §6), never widened. */
@@ -292,6 +296,13 @@ async function clientCredentials(
   form: Form,
 ): Promise<TokenResponse> {
   const credentials = m2mCredentials(authorization, form)
+  const allowed = deps.config.m2mAllowedClients
+  if (allowed.length && !allowed.includes(credentials.clientId)) {
+    throw new OAuthError(
+      'unauthorized_client',
+      'this client may not use the client_credentials grant here',
+    )
+  }
   checkResource(deps, form.resource)
   let result: Awaited<ReturnType<RouteDeps['upstream']['clientCredentials']>>
   try {
@@ -321,7 +332,7 @@ async function clientCredentials(
         },
       )
     }
-    const passed = ['unauthorized_client', 'invalid_scope', 'access_denied', 'invalid_request']
+    const passed = ['unauthorized_client', 'invalid_scope', 'invalid_target', 'invalid_request']
     throw new OAuthError(
       passed.includes(error.code) ? error.code : 'invalid_request',
       'the identity provider refused the request',
@@ -337,7 +348,8 @@ async function clientCredentials(
     identity,
     credentials.clientId,
   )
-  if (refusal) throw new OAuthError('access_denied', refusal, { status: 400 })
+  // RFC 6749 §5.2: an authenticated client that may not use this grant is unauthorized_client.
+  if (refusal) throw new OAuthError('unauthorized_client', refusal)
   const scopes = identity.scopes ?? tokens.scope?.split(' ').filter(Boolean) ?? []
   const actor: Actor = 'agent'
   const access = await mintAccessToken(deps, {

@@ -1,0 +1,88 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { randomUUID } from 'node:crypto'
+import type { MiddlewareHandler } from 'hono'
+import { type DestinationStream, destination, type Logger, pino } from 'pino'
+
+/** The security events the proxy records, one JSON line each. */
+export type AuditEventName =
+  | 'client.registered'
+  | 'consent.granted'
+  | 'consent.denied'
+  | 'authorization.granted'
+  | 'authorization.refused'
+  | 'token.issued'
+  | 'token.refused'
+  | 'refresh.reuse_detected'
+  | 'code.replayed'
+  | 'token.revoked'
+  | 'policy.refused'
+  | 'mcp.denied'
+
+/**
+ * What an event may carry. Identifiers only: never a token, code, secret or verifier — the
+ * field names are fixed so that nothing else can slip in.
+ */
+export interface AuditFields {
+  client_id?: string | undefined
+  sub?: string | undefined
+  org?: string | undefined
+  actor?: 'user' | 'agent' | undefined
+  grant_type?: string | undefined
+  scopes?: readonly string[] | undefined
+  jti?: string | undefined
+  /** Ties the events of one sign-in together, from /authorize to every refresh. */
+  flow_id?: string | undefined
+  auth_method?: string | undefined
+  kind?: string | undefined
+  reason?: string | undefined
+  error?: string | undefined
+  tool?: string | undefined
+}
+
+/** Records an audit event, stamped with the current request's correlation id. */
+export type Audit = (event: AuditEventName, fields: AuditFields) => void
+
+/** The audit trail: its writer, and the middleware that gives each request its correlation id. */
+export interface AuditTrail {
+  readonly audit: Audit
+  readonly correlate: MiddlewareHandler
+}
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/
+
+/**
+ * Creates the audit trail. Events go through pino, to `path` when given (`AUDIT_LOG`) and
+ * otherwise to `logger`'s destination with the other logs. Each request gets a correlation id
+ * (a well-formed incoming `X-Request-Id`, or a new UUID), echoed in the response.
+ */
+export function createAuditTrail(logger: Logger, path?: string, sink?: DestinationStream): AuditTrail {
+  const out: Logger = sink
+    ? pino({ base: { stream: 'audit' } }, sink)
+    : path
+      ? pino({ base: { stream: 'audit' } }, destination({ dest: path, mkdir: true, sync: false }))
+      : logger.child({ stream: 'audit' })
+  const context = new AsyncLocalStorage<{ requestId: string }>()
+  return {
+    audit(event, fields) {
+      out.info({ event, request_id: context.getStore()?.requestId, ...withoutUndefined(fields) }, event)
+    },
+    correlate: async function correlate(c, next) {
+      const incoming = c.req.header('x-request-id')
+      const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+      await context.run({ requestId }, next)
+      try {
+        c.res.headers.set('x-request-id', requestId)
+      } catch {
+        // Some responses carry immutable headers; a copy takes the id.
+        c.res = new Response(c.res.body, c.res)
+        c.res.headers.set('x-request-id', requestId)
+      }
+    },
+  }
+}
+
+function withoutUndefined(fields: AuditFields): AuditFields {
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(fields)) if (value !== undefined) out[key] = value
+  return out as AuditFields
+}
