@@ -286,6 +286,33 @@ describe('GET /authorize', () => {
       expect(await res.text()).toContain('name="request_id"')
     })
 
+    it('accepts the MCP resource given twice (RFC 8707 allows several resource parameters)', async () => {
+      const url = valid()
+      url.searchParams.append('resource', `${proxy.url}/mcp`)
+      expect((await get(url)).status).toBe(200)
+    })
+
+    it('refuses a second resource naming another server with invalid_target', async () => {
+      const url = valid()
+      url.searchParams.append('resource', 'https://other.example/mcp')
+      expectErrorRedirect(await get(url), proxy, {
+        redirectUri: WEB_CALLBACK,
+        error: 'invalid_target',
+        state: 'client-state-123',
+        description: `resource must be ${proxy.url}/mcp`,
+      })
+    })
+
+    it('refuses an overlong state without echoing it', async () => {
+      const res = await get(valid({ state: 's'.repeat(2049) }))
+      expectErrorRedirect(res, proxy, {
+        redirectUri: WEB_CALLBACK,
+        error: 'invalid_request',
+        description: 'state is too long',
+      })
+      expect(location(res).searchParams.has('state')).toBe(false)
+    })
+
     it('sends the user back with access_denied when they deny consent', async () => {
       const back = await signIn(proxy, valid(), { decision: 'deny' })
       expect(back.origin + back.pathname).toBe(WEB_CALLBACK)

@@ -175,19 +175,20 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
 
     // Phase two: errors go back to the client.
     const stateParam = single('state')
-    const state = stateParam === null ? undefined : stateParam
+    // A state that is repeated or too long is not echoed: it is not a value the client set.
+    const state =
+      stateParam === null || (stateParam?.length ?? 0) > MAX_STATE_LENGTH ? undefined : stateParam
     const target = { redirectUri, state }
     const fail = (code: string, description: string) =>
       errorToClient(c, target, new OAuthError(code, description))
     if (stateParam === null) return fail('invalid_request', 'state is repeated')
-    if (state !== undefined && state.length > MAX_STATE_LENGTH)
+    if (stateParam !== undefined && stateParam.length > MAX_STATE_LENGTH)
       return fail('invalid_request', 'state is too long')
     for (const name of [
       'response_type',
       'code_challenge',
       'code_challenge_method',
       'scope',
-      'resource',
       'prompt',
     ]) {
       if (single(name) === null) return fail('invalid_request', `${name} is repeated`)
@@ -210,10 +211,9 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     const unsupported = requestedScopes.find((scope) => !supported.has(scope))
     if (unsupported) return fail('invalid_scope', `scope ${unsupported} is not supported`)
     const scopes = requestedScopes.length ? [...new Set(requestedScopes)] : [...config.scopes]
-    const resource = param('resource')
-    if (resource !== undefined && resource.replace(/\/$/, '') !== config.resource) {
-      return fail('invalid_target', `resource must be ${config.resource}`)
-    }
+    // RFC 8707 §2 allows several resource parameters; this server is the only one it serves.
+    const foreign = query.getAll('resource').find((r) => r.replace(/\/$/, '') !== config.resource)
+    if (foreign !== undefined) return fail('invalid_target', `resource must be ${config.resource}`)
     const prompt = (param('prompt') ?? '').split(' ')
     if (prompt.includes('none'))
       return fail('interaction_required', 'this server always needs the user to sign in')

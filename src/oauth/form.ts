@@ -16,7 +16,8 @@ export async function readForm(c: Context): Promise<Record<string, string>> {
     )
   }
   const params = new URLSearchParams(await readBody(c, MAX_FORM_BYTES))
-  const form: Record<string, string> = {}
+  // No prototype: a parameter named __proto__ or constructor is just a parameter.
+  const form: Record<string, string> = Object.create(null)
   for (const [key, value] of params) {
     if (Object.hasOwn(form, key)) throw new OAuthError('invalid_request', `${key} is repeated`)
     form[key] = value

@@ -147,10 +147,16 @@ export async function redeemCode(
   code: string,
 ): Promise<{ record: CodeRecord } | { replayedGrantId: string } | undefined> {
   const hash = sha256(code)
-  const record = await deps.store.take<CodeRecord>(codeKey(hash))
+  const record = await deps.store.get<CodeRecord>(codeKey(hash))
   if (record) {
-    await deps.store.put(usedCodeKey(hash), record.grantId, USED_CODE_MEMORY_SECONDS)
-    return { record }
+    // The "used" marker is the one-shot gate (SET NX): exactly one redeemer writes it, and
+    // from that instant every other attempt is a recognised replay — no window between a
+    // take and a later marker write where a replay would pass unnoticed.
+    if (await deps.store.add(usedCodeKey(hash), record.grantId, USED_CODE_MEMORY_SECONDS)) {
+      await deps.store.delete(codeKey(hash))
+      return { record }
+    }
+    return { replayedGrantId: record.grantId }
   }
   const replayedGrantId = await deps.store.get<string>(usedCodeKey(hash))
   return replayedGrantId ? { replayedGrantId } : undefined
