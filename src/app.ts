@@ -2,18 +2,22 @@ import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './deps.js'
 import { OAuthError, StoreUnavailableError, unavailable } from './errors.js'
+import { createMcpEndpoint } from './mcp/endpoint.js'
 import { authorizeRoutes } from './oauth/authorize.js'
 import { createClients } from './oauth/clients.js'
 import { metadataRoutes } from './oauth/metadata.js'
 import { registerRoutes } from './oauth/register.js'
 import { revokeRoutes } from './oauth/revoke.js'
 import { tokenRoutes } from './oauth/token.js'
+import { createAccessTokenVerifier } from './tokens/verifier.js'
 
 /**
  * Builds the proxy as one Hono app from its dependencies. Nothing is shared between two apps
  * built from different `deps`, so tests may run several in one process.
  */
-export function createApp(deps: Deps): Hono {
+export function createApp(appDeps: Deps): Hono {
+  // One verifier per app, shared by the MCP gate and /revoke so a revocation evicts its entry.
+  const deps = { ...appDeps, verifier: appDeps.verifier ?? createAccessTokenVerifier(appDeps) }
   const clients = createClients(deps)
   const app = new Hono()
 
@@ -51,6 +55,9 @@ export function createApp(deps: Deps): Hono {
     app.route('/', tokenRoutes(withUpstream, clients))
     app.route('/', revokeRoutes(withUpstream, clients))
   }
+  // Mounted with or without an upstream: the resource server needs only the keys to check
+  // tokens (DESIGN.md: the two sides share only tokens/); upstream tools come with an upstream.
+  app.route('/', createMcpEndpoint(deps))
 
   app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())
   app.onError((error, c) => {

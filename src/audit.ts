@@ -55,7 +55,11 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/
  * otherwise to `logger`'s destination with the other logs. Each request gets a correlation id
  * (a well-formed incoming `X-Request-Id`, or a new UUID), echoed in the response.
  */
-export function createAuditTrail(logger: Logger, path?: string, sink?: DestinationStream): AuditTrail {
+export function createAuditTrail(
+  logger: Logger,
+  path?: string,
+  sink?: DestinationStream,
+): AuditTrail {
   const out: Logger = sink
     ? pino({ base: { stream: 'audit' } }, sink)
     : path
@@ -64,7 +68,10 @@ export function createAuditTrail(logger: Logger, path?: string, sink?: Destinati
   const context = new AsyncLocalStorage<{ requestId: string }>()
   return {
     audit(event, fields) {
-      out.info({ event, request_id: context.getStore()?.requestId, ...withoutUndefined(fields) }, event)
+      out.info(
+        { event, request_id: context.getStore()?.requestId, ...withoutUndefined(fields) },
+        event,
+      )
     },
     correlate: async function correlate(c, next) {
       const incoming = c.req.header('x-request-id')

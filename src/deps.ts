@@ -5,6 +5,7 @@ import type { MetadataDocumentOptions } from './oauth/client-metadata-document.j
 import type { AuthorizeUser } from './oauth/policy.js'
 import type { Store } from './store/store.js'
 import type { Keys } from './tokens/keys.js'
+import type { AccessTokenVerifier } from './tokens/verifier.js'
 import type { Upstream } from './upstream/upstream.js'
 
 /**
@@ -25,4 +26,9 @@ export interface Deps {
   readonly upstream?: Upstream
   /** Library mode: the embedding application's own say on each user (after the config policy). */
   readonly authorizeUser?: AuthorizeUser
+  /**
+   * The resource server's cached access-token verifier; `createApp` makes one when absent and
+   * shares it between the MCP bearer gate and `/revoke` (which evicts what it revokes).
+   */
+  readonly verifier?: AccessTokenVerifier
 }

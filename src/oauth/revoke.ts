@@ -43,6 +43,7 @@ async function revokeRefresh(deps: RouteDeps, token: string, clientId: string): 
   if (!found || found.clientId !== clientId) return false
   const grant = await revokeGrant(deps, found.grantId)
   if (grant) {
+    for (const { jti } of grant.accessTokens) deps.verifier?.evict(jti)
     deps.logger.info(
       { event: 'token.revoked', kind: 'refresh_token', client_id: clientId, sub: grant.sub },
       'refresh token revoked',
@@ -58,6 +59,7 @@ async function revokeAccess(deps: RouteDeps, token: string, clientId: string): P
   const verified = await verifyAccessToken(deps, token).catch(() => undefined)
   if (!verified || verified.clientId !== clientId) return false
   await denyAccessToken(deps, verified.jti, verified.expiresAt)
+  deps.verifier?.evict(verified.jti)
   deps.logger.info(
     {
       event: 'token.revoked',

@@ -1,0 +1,97 @@
+import type { Clock } from '../clock.js'
+
+/** Who may use a session: the user and the client whose token initialized it. */
+export interface SessionOwner {
+  readonly sub: string
+  readonly clientId: string
+}
+
+/** Anything a registry can hold: an owner, and a way to end it. */
+export interface SessionLike {
+  readonly owner: SessionOwner
+  close(): Promise<void>
+}
+
+/** The live MCP sessions of one endpoint. */
+export interface SessionRegistry<S extends SessionLike> {
+  /** Registers a session, closing the least recently used ones beyond the bound. */
+  add(id: string, session: S): void
+  /**
+   * The session `id` when `owner` owns it, marking it used. A session of another user or
+   * client is answered exactly like an unknown one (`undefined`), so a leaked or guessed id
+   * tells its holder nothing and serves nobody else.
+   */
+  find(id: string, owner: SessionOwner): S | undefined
+  /** Forgets a session (its transport closed); does not close it again. */
+  remove(id: string): void
+  readonly size: number
+}
+
+export interface SessionRegistryOptions {
+  /** At most this many sessions; the least recently used is closed first. Default 10,000. */
+  maxSessions?: number
+  /** A session unused for this long is closed. Default 30 minutes. */
+  idleSeconds?: number
+}
+
+/**
+ * Bounded, idle-expiring session storage. The `Map`'s insertion order is kept as recency order
+ * (a used session is re-inserted at the end), so both the bound and the idle sweep only ever
+ * look at the front: no timers, and the sweep costs O(expired) on each call.
+ */
+export function createSessionRegistry<S extends SessionLike>(
+  clock: Clock,
+  options: SessionRegistryOptions = {},
+): SessionRegistry<S> {
+  const maxSessions = options.maxSessions ?? 10_000
+  const idleSeconds = options.idleSeconds ?? 30 * 60
+  const sessions = new Map<string, { session: S; usedAt: number }>()
+
+  const end = (id: string) => {
+    const entry = sessions.get(id)
+    if (!entry) return
+    sessions.delete(id)
+    // Closing runs the transport's cleanups; nothing waits on it and nothing can be done if it fails.
+    entry.session.close().catch(() => {})
+  }
+
+  const sweep = (now: number) => {
+    for (const [id, entry] of sessions) {
+      if (now - entry.usedAt < idleSeconds) break
+      end(id)
+    }
+  }
+
+  return {
+    add(id, session) {
+      const now = clock.now()
+      sweep(now)
+      sessions.set(id, { session, usedAt: now })
+      while (sessions.size > maxSessions) {
+        const oldest = sessions.keys().next().value
+        if (oldest === undefined) break
+        end(oldest)
+      }
+    },
+
+    find(id, owner) {
+      const now = clock.now()
+      sweep(now)
+      const entry = sessions.get(id)
+      if (!entry) return undefined
+      const { sub, clientId } = entry.session.owner
+      if (sub !== owner.sub || clientId !== owner.clientId) return undefined
+      sessions.delete(id)
+      sessions.set(id, { session: entry.session, usedAt: now })
+      return entry.session
+    },
+
+    remove(id) {
+      sessions.delete(id)
+    },
+
+    get size() {
+      return sessions.size
+    },
+  }
+}

@@ -1,0 +1,133 @@
+import type { Deps } from '../deps.js'
+import { OAuthError, unavailable } from '../errors.js'
+import { LockTimeoutError, withLock } from '../store/lock.js'
+import type { VerifiedAccessToken } from '../tokens/access-token.js'
+import { findGrant, grantLockKey, refreshGrantUpstream, upstreamTokens } from '../tokens/grants.js'
+
+/** Hands the MCP endpoint a caller's upstream access token that still works. */
+export interface UpstreamTokenSource {
+  /**
+   * The upstream access token for a verified proxy token: the one sealed inside while it is
+   * fresh, otherwise the grant's current one, refreshed at the upstream when nobody else has.
+   * Throws `invalid_token` (401) when the grant is gone or the upstream ended the session, and
+   * `temporarily_unavailable` (503) when the upstream or the store does not answer.
+   */
+  accessToken(verified: VerifiedAccessToken): Promise<string>
+}
+
+export interface UpstreamTokenSourceOptions {
+  /** Refresh this long before expiry (at most a quarter of the token's life); default 30 s. */
+  skewSeconds?: number
+  /** Bound on grants whose refreshed token is remembered; default 10,000. */
+  maxGrants?: number
+}
+
+interface Held {
+  readonly at: string
+  readonly exp: number
+  /** When the proxy got it: with `exp`, its lifetime, which caps the refresh skew. */
+  readonly obtainedAt: number
+}
+
+type SourceDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream'>
+
+/**
+ * Proxy tokens outlive the upstream token they carry when the proxy can refresh it (hosted
+ * MCP clients often never refresh), so the endpoint renews it on the user's behalf: under the
+ * grant's lock shared through the store (the same one `/token` takes), re-reading the grant
+ * first, so of many concurrent requests on any number of instances one refreshes and the rest
+ * use its result. Refreshed tokens are remembered per grant (bounded LRU), so later requests
+ * carrying the same old proxy token neither re-read the grant nor refresh again.
+ */
+export function createUpstreamTokenSource(
+  deps: SourceDeps,
+  options: UpstreamTokenSourceOptions = {},
+): UpstreamTokenSource {
+  const skewSeconds = options.skewSeconds ?? 30
+  const maxGrants = options.maxGrants ?? 10_000
+  const held = new Map<string, Held>()
+  // One refresh per grant at a time on this instance: the others wait for it, not the lock.
+  const refreshing = new Map<string, Promise<Held>>()
+  const { upstream } = deps
+
+  // A token is renewed `skewSeconds` early, but never before three quarters of its life: an
+  // upstream issuing 60-second tokens must not be asked for a new one on every request.
+  const fresh = (token: Held, now: number) =>
+    token.exp - now > Math.min(skewSeconds, (token.exp - token.obtainedAt) / 4)
+
+  const remember = (grantId: string, token: Held) => {
+    held.delete(grantId)
+    held.set(grantId, token)
+    while (held.size > maxGrants) {
+      const oldest = held.keys().next().value
+      if (oldest === undefined) break
+      held.delete(oldest)
+    }
+  }
+
+  const refresh = async (verified: VerifiedAccessToken, grantId: string, stale: Held) => {
+    if (!upstream) throw new Error('unreachable: refresh without an upstream')
+    const refreshed = await withLock(
+      deps.store,
+      grantLockKey(grantId),
+      async (): Promise<Held> => {
+        const grant = await findGrant(deps, grantId)
+        if (!grant || grant.sub !== verified.sub || grant.clientId !== verified.clientId) {
+          throw invalidToken('the authorization behind the access token has been revoked')
+        }
+        const current = await upstreamTokens(deps, grant)
+        const now = deps.clock.now()
+        // Someone refreshed since this token was judged stale: theirs is the one to use.
+        if (current.expiresAt > stale.exp && current.expiresAt > now) {
+          return { at: current.accessToken, exp: current.expiresAt, obtainedAt: now }
+        }
+        const { tokens } = await refreshGrantUpstream({ ...deps, upstream }, grant)
+        deps.logger.debug(
+          { event: 'mcp.upstream_refreshed', client_id: grant.clientId, sub: grant.sub },
+          'upstream token refreshed for an MCP request',
+        )
+        return { at: tokens.accessToken, exp: tokens.expiresAt, obtainedAt: deps.clock.now() }
+      },
+      { waitMs: deps.config.upstreamTimeoutSeconds * 1000 + 5000 },
+    ).catch((error: unknown) => {
+      if (error instanceof LockTimeoutError) throw unavailable(error)
+      if (error instanceof OAuthError && error.code === 'invalid_grant') {
+        throw invalidToken('the identity provider ended this session; sign in again', error)
+      }
+      throw error
+    })
+    remember(grantId, refreshed)
+    return refreshed
+  }
+
+  return {
+    async accessToken(verified) {
+      const { gid } = verified.upstream
+      const sealed: Held = {
+        at: verified.upstream.at,
+        exp: verified.upstream.exp,
+        obtainedAt: verified.issuedAt,
+      }
+      // Agents' tokens (no grant) never outlive their upstream token: nothing to renew.
+      if (!gid || !upstream) return sealed.at
+      const now = deps.clock.now()
+      if (fresh(sealed, now)) return sealed.at
+      const known = held.get(gid)
+      const best = known && known.exp > sealed.exp ? known : sealed
+      if (fresh(best, now)) return best.at
+      let pending = refreshing.get(gid)
+      if (!pending) {
+        const started = refresh(verified, gid, best).finally(() => {
+          if (refreshing.get(gid) === started) refreshing.delete(gid)
+        })
+        refreshing.set(gid, started)
+        pending = started
+      }
+      return (await pending).at
+    },
+  }
+}
+
+function invalidToken(description: string, internal?: unknown): OAuthError {
+  return new OAuthError('invalid_token', description, { status: 401, internal })
+}

@@ -1,0 +1,117 @@
+import type { Clock } from '../clock.js'
+import type { Config } from '../config.js'
+import { OAuthError } from '../errors.js'
+import type { Store } from '../store/store.js'
+import { type VerifiedAccessToken, verifyAccessToken } from './access-token.js'
+import { isAccessTokenDenied } from './grants.js'
+import type { Keys } from './keys.js'
+
+/** Verifies access tokens for the resource server, remembering recent answers. */
+export interface AccessTokenVerifier {
+  /**
+   * Everything `verifyAccessToken` pins (STYLE.md §7), then the deny-list (RFC 7009): a
+   * revoked token is `invalid_token`. Store failures propagate (`StoreUnavailableError`), except
+   * for a token verified within the cache TTL, which is answered from memory.
+   */
+  verify(token: string): Promise<VerifiedAccessToken>
+  /**
+   * Forgets every cached verification of the token with this `jti`, so a revocation at this
+   * instance takes effect on its next request. Other instances notice within the TTL.
+   */
+  evict(jti: string): void
+}
+
+export interface AccessTokenVerifierOptions {
+  /** How long a verification is trusted without re-checking the deny-list; default 5 s. */
+  ttlSeconds?: number
+  /** Bound on cached tokens; the least recently used goes first. Default 10,000. */
+  maxEntries?: number
+}
+
+type VerifierDeps = { config: Config; keys: Keys; clock: Clock; store: Store }
+
+interface Entry {
+  readonly verified: VerifiedAccessToken
+  /** Earlier of the token's `exp` and the TTL: the answer is not reused at or after this. */
+  readonly until: number
+}
+
+/**
+ * The resource server's verifier: an ES256 signature check, a JWE decryption and a store read
+ * per token cost far more than the request they guard, and MCP clients send the same token
+ * on every request, so verified tokens are kept in a bounded LRU (insertion order of a `Map`,
+ * refreshed on each hit) until the earlier of their `exp` and a short TTL. The TTL bounds how
+ * long a revocation at another instance goes unnoticed here.
+ */
+export function createAccessTokenVerifier(
+  deps: VerifierDeps,
+  options: AccessTokenVerifierOptions = {},
+): AccessTokenVerifier {
+  const ttlSeconds = options.ttlSeconds ?? 5
+  const maxEntries = options.maxEntries ?? 10_000
+  const entries = new Map<string, Entry>()
+  const tokensByJti = new Map<string, string>()
+  // Concurrent first requests with one token share one verification.
+  const pending = new Map<string, Promise<VerifiedAccessToken>>()
+  // Bumped by every eviction: a verification that was in flight across a revocation must not
+  // put the token back into the cache.
+  let generation = 0
+
+  const forget = (token: string) => {
+    const entry = entries.get(token)
+    if (!entry) return
+    entries.delete(token)
+    if (tokensByJti.get(entry.verified.jti) === token) tokensByJti.delete(entry.verified.jti)
+  }
+
+  const remember = (verified: VerifiedAccessToken) => {
+    const until = Math.min(verified.expiresAt, deps.clock.now() + ttlSeconds)
+    entries.set(verified.token, { verified, until })
+    tokensByJti.set(verified.jti, verified.token)
+    while (entries.size > maxEntries) {
+      const oldest = entries.keys().next().value
+      if (oldest === undefined) break
+      forget(oldest)
+    }
+  }
+
+  const verifyUncached = async (token: string): Promise<VerifiedAccessToken> => {
+    const started = generation
+    const verified = await verifyAccessToken(deps, token)
+    if (await isAccessTokenDenied(deps, verified.jti)) {
+      throw new OAuthError('invalid_token', 'the access token has been revoked', { status: 401 })
+    }
+    if (generation === started) remember(verified)
+    return verified
+  }
+
+  return {
+    async verify(token) {
+      const entry = entries.get(token)
+      if (entry) {
+        if (deps.clock.now() < entry.until) {
+          entries.delete(token)
+          entries.set(token, entry)
+          return entry.verified
+        }
+        forget(token)
+      }
+      const shared = pending.get(token)
+      if (shared) return shared
+      const inFlight: Promise<VerifiedAccessToken> = verifyUncached(token).finally(() => {
+        if (pending.get(token) === inFlight) pending.delete(token)
+      })
+      pending.set(token, inFlight)
+      return inFlight
+    },
+
+    evict(jti) {
+      generation++
+      // A verification under way may have read the deny-list before the revocation landed:
+      // later callers must not join it.
+      pending.clear()
+      const token = tokensByJti.get(jti)
+      if (token !== undefined) forget(token)
+    },
+  }
+}

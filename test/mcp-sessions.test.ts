@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest'
+import { createSessionRegistry, type SessionOwner } from '../src/mcp/sessions.js'
+import { createTestClock } from './support/clock.js'
+
+const ALICE: SessionOwner = { sub: 'user-alice', clientId: 'client-1' }
+
+function session(owner: SessionOwner = ALICE) {
+  const s = {
+    owner,
+    closed: false,
+    async close() {
+      s.closed = true
+    },
+  }
+  return s
+}
+
+describe('the MCP session registry', () => {
+  it('finds a session only for the user and client that opened it', () => {
+    const sessions = createSessionRegistry(createTestClock())
+    const mine = session()
+    sessions.add('s1', mine)
+    expect(sessions.find('s1', ALICE)).toBe(mine)
+    expect(sessions.find('s1', { sub: 'user-bob', clientId: 'client-1' })).toBeUndefined()
+    expect(sessions.find('s1', { sub: 'user-alice', clientId: 'client-2' })).toBeUndefined()
+    expect(sessions.find('s2', ALICE)).toBeUndefined()
+    // A refused attempt neither ends nor takes over the session.
+    expect(mine.closed).toBe(false)
+    expect(sessions.find('s1', ALICE)).toBe(mine)
+  })
+
+  it('closes sessions left idle, and keeps used ones', () => {
+    const clock = createTestClock()
+    const sessions = createSessionRegistry(clock, { idleSeconds: 60 })
+    const idle = session()
+    const busy = session()
+    sessions.add('idle', idle)
+    sessions.add('busy', busy)
+    clock.advance(40)
+    sessions.find('busy', ALICE)
+    clock.advance(30)
+    expect(sessions.find('idle', ALICE)).toBeUndefined()
+    expect(idle.closed).toBe(true)
+    expect(sessions.find('busy', ALICE)).toBe(busy)
+    expect(sessions.size).toBe(1)
+  })
+
+  it('closes the least recently used session beyond the bound', () => {
+    const clock = createTestClock()
+    const sessions = createSessionRegistry(clock, { maxSessions: 2 })
+    const [a, b, c] = [session(), session(), session()]
+    sessions.add('a', a)
+    sessions.add('b', b)
+    sessions.find('a', ALICE)
+    sessions.add('c', c)
+    expect(b.closed).toBe(true)
+    expect(sessions.find('b', ALICE)).toBeUndefined()
+    expect(sessions.find('a', ALICE)).toBe(a)
+    expect(sessions.find('c', ALICE)).toBe(c)
+  })
+
+  it('forgets a removed session without closing it again', () => {
+    const sessions = createSessionRegistry(createTestClock())
+    const s = session()
+    sessions.add('s', s)
+    sessions.remove('s')
+    expect(sessions.find('s', ALICE)).toBeUndefined()
+    expect(s.closed).toBe(false)
+  })
+})
