@@ -1,8 +1,10 @@
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
+import { createAuditTrail } from './audit.js'
 import type { Deps } from './deps.js'
 import { OAuthError, StoreUnavailableError, unavailable } from './errors.js'
-import { createMcpEndpoint } from './mcp/endpoint.js'
+import { createMcpEndpoint, type McpEndpointOptions } from './mcp/endpoint.js'
+import { createMetrics, metricsRoutes } from './metrics.js'
 import { authorizeRoutes } from './oauth/authorize.js'
 import { createClients } from './oauth/clients.js'
 import { metadataRoutes } from './oauth/metadata.js'
@@ -11,15 +13,41 @@ import { revokeRoutes } from './oauth/revoke.js'
 import { tokenRoutes } from './oauth/token.js'
 import { createAccessTokenVerifier } from './tokens/verifier.js'
 
+/** What an embedding application adds to the app (library mode). */
+export interface AppOptions {
+  /** The MCP endpoint's tools and server info. */
+  readonly mcp?: McpEndpointOptions
+}
+
 /**
  * Builds the proxy as one Hono app from its dependencies. Nothing is shared between two apps
  * built from different `deps`, so tests may run several in one process.
  */
-export function createApp(appDeps: Deps): Hono {
+export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
+  const metrics = appDeps.metrics ?? createMetrics()
+  const trail = createAuditTrail(appDeps.logger, appDeps.config.auditLog, appDeps.auditDestination)
+  const instrumented = {
+    ...appDeps,
+    store: metrics.instrumentStore(appDeps.store),
+    upstream: appDeps.upstream && metrics.instrumentUpstream(appDeps.upstream),
+    metrics,
+    audit:
+      appDeps.audit ??
+      ((event, fields) => {
+        trail.audit(event, fields)
+        metrics.observe(event, fields)
+      }),
+  } satisfies Deps
   // One verifier per app, shared by the MCP gate and /revoke so a revocation evicts its entry.
-  const deps = { ...appDeps, verifier: appDeps.verifier ?? createAccessTokenVerifier(appDeps) }
+  const deps = {
+    ...instrumented,
+    verifier: appDeps.verifier ?? createAccessTokenVerifier(instrumented),
+  }
   const clients = createClients(deps)
   const app = new Hono()
+
+  app.use(trail.correlate)
+  app.use(metrics.middleware)
 
   app.use(async function requestLog(c, next) {
     const started = performance.now()
@@ -46,6 +74,7 @@ export function createApp(appDeps: Deps): Hono {
     }
   })
 
+  app.route('/', metricsRoutes(metrics, deps.config.metricsToken))
   app.route('/', metadataRoutes(deps))
   app.route('/', registerRoutes(deps, clients))
   const { upstream } = deps
@@ -57,7 +86,7 @@ export function createApp(appDeps: Deps): Hono {
   }
   // Mounted with or without an upstream: the resource server needs only the keys to check
   // tokens (DESIGN.md: the two sides share only tokens/); upstream tools come with an upstream.
-  app.route('/', createMcpEndpoint(deps))
+  app.route('/', createMcpEndpoint(deps, options.mcp))
 
   app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())
   app.onError((error, c) => {

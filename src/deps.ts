@@ -1,6 +1,8 @@
-import type { Logger } from 'pino'
+import type { DestinationStream, Logger } from 'pino'
+import type { Audit } from './audit.js'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
+import type { Metrics } from './metrics.js'
 import type { MetadataDocumentOptions } from './oauth/client-metadata-document.js'
 import type { AuthorizeUser } from './oauth/policy.js'
 import type { Store } from './store/store.js'
@@ -31,4 +33,10 @@ export interface Deps {
    * shares it between the MCP bearer gate and `/revoke` (which evicts what it revokes).
    */
   readonly verifier?: AccessTokenVerifier
+  /** Records security events; `createApp` provides it (STYLE: identifiers only, never secrets). */
+  readonly audit?: Audit
+  /** Prometheus metrics; `createApp` makes them when absent. */
+  readonly metrics?: Metrics
+  /** Where audit lines go instead of `AUDIT_LOG` or the log stream (tests capture them here). */
+  readonly auditDestination?: DestinationStream
 }

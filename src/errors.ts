@@ -73,6 +73,19 @@ export function unavailable(internal: unknown, retryAfterSeconds = 1): OAuthErro
   })
 }
 
+/** The upstream identity provider did not answer in time, or answered garbage: retry later. */
+export function upstreamUnavailable(internal: unknown, retryAfterSeconds = 5): OAuthError {
+  return new OAuthError(
+    'temporarily_unavailable',
+    'the identity provider is unavailable; try again shortly',
+    {
+      status: 503,
+      headers: { 'retry-after': String(retryAfterSeconds) },
+      internal,
+    },
+  )
+}
+
 /** Thrown by the store when its backend fails, so the edge can answer 503 rather than 500. */
 export class StoreUnavailableError extends Error {
   constructor(cause: unknown) {

@@ -20,6 +20,8 @@ import { isLoopbackRedirect, isPrivateUseScheme, redirectUriMatches } from './re
 
 /** A validated authorization request (after both phases), waiting for consent or the upstream. */
 interface AuthorizationRequest {
+  /** Correlates this sign-in's audit events, from /authorize to every refresh of its grant. */
+  readonly flowId: string
   readonly clientId: string
   readonly redirectUri: string
   readonly redirectUriProvided: boolean
@@ -46,22 +48,19 @@ const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const MAX_STATE_LENGTH = 2048
 const MAX_CONSENT_BYTES = 4096
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream'>>
+type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
 
 /**
  * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the
  * upstream login in the middle (OAuth 2.1 §4.1, RFC 7636, RFC 8707, RFC 9207).
  */
 export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
-  const { config, store, clock, logger } = deps
+  const { config, store, clock, logger, audit } = deps
   const app = new Hono()
 
   /** A page, not a redirect: used until the client and redirect URI are trusted. */
   const errorPage = (c: Context, error: string, description: string, status: 400 | 403 = 400) => {
-    logger.info(
-      { event: 'authorize.refused', error, reason: description },
-      'authorization request refused',
-    )
+    audit('authorization.refused', { error, reason: description })
     return c.html(renderErrorPage(error, description), status, pageHeaders())
   }
 
@@ -81,14 +80,17 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
 
   const errorToClient = (
     c: Context,
-    request: Pick<AuthorizationRequest, 'redirectUri' | 'state'>,
+    request: Pick<AuthorizationRequest, 'redirectUri' | 'state'> &
+      Partial<Pick<AuthorizationRequest, 'clientId' | 'flowId'>>,
     error: OAuthError,
     status: 302 | 303 = 302,
   ) => {
-    logger.info(
-      { event: 'authorize.error', error: error.code, reason: error.description },
-      'authorization error sent to client',
-    )
+    audit('authorization.refused', {
+      client_id: request.clientId,
+      flow_id: request.flowId,
+      error: error.code,
+      reason: error.description,
+    })
     return toClient(
       c,
       request,
@@ -114,10 +116,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       return c.redirect(url.href, status)
     } catch (error) {
       if (!(error instanceof UpstreamError)) throw error
-      logger.warn(
-        { event: 'upstream.unavailable', err: error },
-        'upstream authorization endpoint unavailable',
-      )
+      logger.warn({ err: error }, 'upstream authorization endpoint unavailable')
       return errorToClient(
         c,
         request,
@@ -233,6 +232,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       scopes,
       resource: config.resource,
       browser: sha256(ensureBrowserId(c, config)),
+      flowId: randomToken(12),
     }
     await clients.touch(client)
 
@@ -292,7 +292,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     }
     const { csrfToken: _csrf, ...request } = pending
     if (form.get('decision') !== 'allow') {
-      logger.info({ event: 'consent.denied', client_id: request.clientId }, 'consent denied')
+      audit('consent.denied', { client_id: request.clientId, flow_id: request.flowId })
       return errorToClient(
         c,
         request,
@@ -300,10 +300,11 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
         303,
       )
     }
-    logger.info(
-      { event: 'consent.granted', client_id: request.clientId, scopes: request.scopes },
-      'consent granted',
-    )
+    audit('consent.granted', {
+      client_id: request.clientId,
+      flow_id: request.flowId,
+      scopes: request.scopes,
+    })
     await rememberConsent(c, config, deps.keys, clock.now(), {
       c: request.clientId,
       r: request.redirectUri,
@@ -322,10 +323,12 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       return errorPage(c, 'invalid_request', 'this sign-in expired or was already completed')
     const browser = browserId(c, config)
     if (!browser || sha256(browser) !== transaction.browser) {
-      logger.warn(
-        { event: 'callback.browser_mismatch', client_id: transaction.clientId },
-        'sign-in completed in another browser',
-      )
+      audit('authorization.refused', {
+        client_id: transaction.clientId,
+        flow_id: transaction.flowId,
+        error: 'access_denied',
+        reason: 'the sign-in was completed in another browser',
+      })
       return errorPage(
         c,
         'access_denied',
@@ -376,15 +379,14 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       deps.authorizeUser,
     )
     if (refusal) {
-      logger.info(
-        {
-          event: 'policy.refused',
-          client_id: transaction.clientId,
-          sub: result.identity.sub,
-          reason: refusal,
-        },
-        'user refused by policy',
-      )
+      audit('policy.refused', {
+        client_id: transaction.clientId,
+        flow_id: transaction.flowId,
+        sub: result.identity.sub,
+        org: result.identity.orgCode ?? result.identity.orgId,
+        actor: 'user',
+        reason: refusal,
+      })
       return errorToClient(c, transaction, new OAuthError('access_denied', refusal))
     }
     const grant = await createGrant(deps, {
@@ -392,6 +394,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       identity: result.identity,
       scopes: transaction.scopes.filter((scope) => scope !== 'offline_access'),
       upstream: result.tokens,
+      flowId: transaction.flowId,
     })
     const code = await issueCode(deps, {
       grantId: grant.id,
@@ -401,16 +404,14 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       codeChallenge: transaction.codeChallenge,
       resource: transaction.resource,
     })
-    logger.info(
-      {
-        event: 'authorization.granted',
-        client_id: transaction.clientId,
-        sub: grant.sub,
-        org: grant.identity.orgCode ?? grant.identity.orgId,
-        scopes: grant.scopes,
-      },
-      'authorization granted',
-    )
+    audit('authorization.granted', {
+      client_id: transaction.clientId,
+      flow_id: transaction.flowId,
+      sub: grant.sub,
+      org: grant.identity.orgCode ?? grant.identity.orgId,
+      actor: 'user',
+      scopes: grant.scopes,
+    })
     return toClient(c, transaction, { code })
   })
   app.all('/callback', methodNotAllowed(['GET']))

@@ -11,7 +11,7 @@ const MAX_REGISTRATION_BYTES = 16 * 1024
 
 /** `POST /register`: Dynamic Client Registration (RFC 7591 §3). */
 export function registerRoutes(
-  deps: Pick<Deps, 'config' | 'store' | 'clock' | 'logger'>,
+  deps: Pick<Deps, 'config' | 'store' | 'clock'> & Required<Pick<Deps, 'audit'>>,
   clients: Clients,
 ) {
   const { config } = deps
@@ -33,14 +33,10 @@ export function registerRoutes(
       }
       const metadata = validateClientMetadata(parseJson(await readBody(c, MAX_REGISTRATION_BYTES)))
       const { client, clientSecret } = await clients.register(metadata)
-      deps.logger.info(
-        {
-          event: 'client.registered',
-          client_id: client.clientId,
-          auth_method: client.tokenEndpointAuthMethod,
-        },
-        'client registered',
-      )
+      deps.audit('client.registered', {
+        client_id: client.clientId,
+        auth_method: client.tokenEndpointAuthMethod,
+      })
       const body = toClientMetadata(client)
       if (clientSecret)
         Object.assign(body, { client_secret: clientSecret, client_secret_expires_at: 0 })

@@ -8,12 +8,13 @@ import {
   findRefreshGrantId,
   revokeGrant,
   upstreamTokens,
+  withGrantLock,
 } from '../tokens/grants.js'
 import { authenticateClient } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream'>>
+type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
 
 /**
  * `POST /revoke` (RFC 7009). A refresh token ends its whole family (and the access tokens it
@@ -41,13 +42,15 @@ export function revokeRoutes(deps: RouteDeps, clients: Clients) {
 async function revokeRefresh(deps: RouteDeps, token: string, clientId: string): Promise<boolean> {
   const found = await findRefreshGrantId(deps, token)
   if (!found || found.clientId !== clientId) return false
-  const grant = await revokeGrant(deps, found.grantId)
+  // Under the family's lock, so a refresh in flight cannot save the grant back to life.
+  const grant = await withGrantLock(deps, found.grantId, () => revokeGrant(deps, found.grantId))
   if (grant) {
-    for (const { jti } of grant.accessTokens) deps.verifier?.evict(jti)
-    deps.logger.info(
-      { event: 'token.revoked', kind: 'refresh_token', client_id: clientId, sub: grant.sub },
-      'refresh token revoked',
-    )
+    deps.audit('token.revoked', {
+      kind: 'refresh_token',
+      client_id: clientId,
+      sub: grant.sub,
+      flow_id: grant.flowId,
+    })
     const upstream = await upstreamTokens(deps, grant).catch(() => undefined)
     if (upstream?.refreshToken)
       await deps.upstream.revoke(upstream.refreshToken, 'refresh_token').catch(() => {})
@@ -59,16 +62,12 @@ async function revokeAccess(deps: RouteDeps, token: string, clientId: string): P
   const verified = await verifyAccessToken(deps, token).catch(() => undefined)
   if (!verified || verified.clientId !== clientId) return false
   await denyAccessToken(deps, verified.jti, verified.expiresAt)
-  deps.verifier?.evict(verified.jti)
-  deps.logger.info(
-    {
-      event: 'token.revoked',
-      kind: 'access_token',
-      client_id: clientId,
-      sub: verified.sub,
-      jti: verified.jti,
-    },
-    'access token revoked',
-  )
+  deps.audit('token.revoked', {
+    kind: 'access_token',
+    client_id: clientId,
+    sub: verified.sub,
+    actor: verified.actor,
+    jti: verified.jti,
+  })
   return true
 }

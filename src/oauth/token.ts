@@ -2,15 +2,13 @@ import { createHash } from 'node:crypto'
 import { Hono } from 'hono'
 import { safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
-import { NO_STORE, OAuthError, unavailable } from '../errors.js'
+import { NO_STORE, OAuthError, upstreamUnavailable } from '../errors.js'
 import { methodNotAllowed, publicCors } from '../http.js'
 import { consumeRate } from '../rate-limit.js'
-import { LockTimeoutError, withLock } from '../store/lock.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
 import {
   findGrant,
   type Grant,
-  grantLockKey,
   identityClaims,
   issueRefreshToken,
   lookupRefreshToken,
@@ -20,6 +18,7 @@ import {
   rotateRefreshToken,
   saveGrant,
   upstreamTokens,
+  withGrantLock,
 } from '../tokens/grants.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import type { Client } from './client.js'
@@ -28,7 +27,7 @@ import type { Clients } from './clients.js'
 import { readForm } from './form.js'
 import { checkUserPolicy } from './policy.js'
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream'>>
+type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
 type Form = Record<string, string>
 
 /** The successful token response (RFC 6749 §5.1). */
@@ -118,11 +117,8 @@ async function exchangeCode(
     throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
   if ('replayedGrantId' in redeemed) {
     const { replayedGrantId } = redeemed
-    await underGrantLock(deps, replayedGrantId, () => revokeGrant(deps, replayedGrantId))
-    deps.logger.warn(
-      { event: 'code.replayed', client_id: client.clientId },
-      'authorization code replayed; its grant is revoked',
-    )
+    await withGrantLock(deps, replayedGrantId, () => revokeGrant(deps, replayedGrantId))
+    deps.audit('code.replayed', { client_id: client.clientId, reason: 'its grant is revoked' })
     throw new OAuthError(
       'invalid_grant',
       'the authorization code was already used; the tokens it issued are revoked',
@@ -142,7 +138,7 @@ async function exchangeCode(
   // Under the grant's lock, like a replay's revocation: a replay racing this exchange then
   // either revokes the grant before it is read here or after the tokens are recorded on it,
   // never in between (where saving the grant would bring the revoked family back).
-  return underGrantLock(deps, record.grantId, async () => {
+  return withGrantLock(deps, record.grantId, async () => {
     const grant = await findGrant(deps, record.grantId)
     if (!grant)
       throw new OAuthError('invalid_grant', 'the authorization behind this code was revoked')
@@ -151,26 +147,6 @@ async function exchangeCode(
       : undefined
     return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh?.token)
   })
-}
-
-/**
- * Runs `fn` holding the grant's lock, shared through the store by every instance: the one
- * refreshes, code exchanges and code-replay revocations of a grant take. A lock held too long
- * is `temporarily_unavailable`.
- */
-async function underGrantLock<T>(
-  deps: RouteDeps,
-  grantId: string,
-  fn: () => Promise<T>,
-): Promise<T> {
-  try {
-    return await withLock(deps.store, grantLockKey(grantId), fn, {
-      waitMs: deps.config.upstreamTimeoutSeconds * 1000 + 5000,
-    })
-  } catch (error) {
-    if (error instanceof LockTimeoutError) throw unavailable(error)
-    throw error
-  }
 }
 
 /** Mints the access token for a grant, records its jti on the grant and answers. */
@@ -195,19 +171,16 @@ async function issueTokens(
     ...grant,
     accessTokens: [...grant.accessTokens, { jti: access.jti, exp: access.expiresAt }],
   })
-  deps.logger.info(
-    {
-      event: 'token.issued',
-      grant_type: grantType,
-      client_id: grant.clientId,
-      sub: grant.sub,
-      org: grant.identity.orgCode ?? grant.identity.orgId,
-      actor: 'user',
-      scopes,
-      jti: access.jti,
-    },
-    'token issued',
-  )
+  deps.audit('token.issued', {
+    grant_type: grantType,
+    client_id: grant.clientId,
+    sub: grant.sub,
+    org: grant.identity.orgCode ?? grant.identity.orgId,
+    actor: 'user',
+    scopes,
+    jti: access.jti,
+    flow_id: grant.flowId,
+  })
   return {
     access_token: access.token,
     token_type: 'Bearer',
@@ -240,11 +213,15 @@ async function refreshTokens(
       case 'unknown':
         throw new OAuthError('invalid_grant', 'the refresh token is invalid, expired or revoked')
       case 'reused':
-        await revokeGrant(deps, found.grantId)
-        deps.logger.warn(
-          { event: 'refresh.reuse_detected', client_id: client.clientId },
-          'refresh token reused; family revoked',
-        )
+        {
+          const revoked = await revokeGrant(deps, found.grantId)
+          deps.audit('refresh.reuse_detected', {
+            client_id: client.clientId,
+            sub: revoked?.sub,
+            flow_id: revoked?.flowId,
+            reason: 'the refresh token family is revoked',
+          })
+        }
         throw new OAuthError(
           'invalid_grant',
           'the refresh token was already used; the session is revoked',
@@ -272,7 +249,7 @@ async function refreshTokens(
   // /revoke) and a rotation or grace answer never interleave and resurrect a family.
   const lookup = await lookupRefreshToken(deps, token, client.clientId)
   if (lookup.kind === 'unknown') return answer()
-  return underGrantLock(deps, lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id, answer)
+  return withGrantLock(deps, lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id, answer)
 }
 
 /** The scopes of a refreshed access token: narrowed on request (RFC 6749 §6), never widened. */
@@ -298,6 +275,12 @@ async function clientCredentials(
   const credentials = m2mCredentials(authorization, form)
   const allowed = deps.config.m2mAllowedClients
   if (allowed.length && !allowed.includes(credentials.clientId)) {
+    deps.audit('token.refused', {
+      grant_type: 'client_credentials',
+      client_id: credentials.clientId,
+      actor: 'agent',
+      reason: 'not on M2M_ALLOWED_CLIENTS',
+    })
     throw new OAuthError(
       'unauthorized_client',
       'this client may not use the client_credentials grant here',
@@ -310,16 +293,15 @@ async function clientCredentials(
   } catch (error) {
     if (!(error instanceof UpstreamError)) throw error
     if (error.kind === 'unavailable') {
-      throw new OAuthError(
-        'temporarily_unavailable',
-        'the identity provider is unavailable; try again shortly',
-        {
-          status: 503,
-          headers: { 'retry-after': String(error.retryAfterSeconds ?? 5) },
-          internal: error,
-        },
-      )
+      throw upstreamUnavailable(error, error.retryAfterSeconds)
     }
+    deps.audit('token.refused', {
+      grant_type: 'client_credentials',
+      client_id: credentials.clientId,
+      actor: 'agent',
+      error: error.code,
+      reason: 'the identity provider refused the client credentials',
+    })
     if (error.code === 'invalid_client') {
       throw new OAuthError(
         'invalid_client',
@@ -349,7 +331,16 @@ async function clientCredentials(
     credentials.clientId,
   )
   // RFC 6749 §5.2: an authenticated client that may not use this grant is unauthorized_client.
-  if (refusal) throw new OAuthError('unauthorized_client', refusal)
+  if (refusal) {
+    deps.audit('policy.refused', {
+      client_id: credentials.clientId,
+      sub: identity.sub,
+      org: identity.orgCode ?? identity.orgId,
+      actor: 'agent',
+      reason: refusal,
+    })
+    throw new OAuthError('unauthorized_client', refusal)
+  }
   const scopes = identity.scopes ?? tokens.scope?.split(' ').filter(Boolean) ?? []
   const actor: Actor = 'agent'
   const access = await mintAccessToken(deps, {
@@ -361,19 +352,15 @@ async function clientCredentials(
     upstream: { at: tokens.accessToken, exp: tokens.expiresAt },
     upstreamRefreshable: false,
   })
-  deps.logger.info(
-    {
-      event: 'token.issued',
-      grant_type: 'client_credentials',
-      client_id: credentials.clientId,
-      sub: identity.sub,
-      org: identity.orgCode ?? identity.orgId,
-      actor,
-      scopes,
-      jti: access.jti,
-    },
-    'token issued',
-  )
+  deps.audit('token.issued', {
+    grant_type: 'client_credentials',
+    client_id: credentials.clientId,
+    sub: identity.sub,
+    org: identity.orgCode ?? identity.orgId,
+    actor,
+    scopes,
+    jti: access.jti,
+  })
   return {
     access_token: access.token,
     token_type: 'Bearer',

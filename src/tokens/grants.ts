@@ -1,6 +1,7 @@
 import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
-import { OAuthError } from '../errors.js'
+import { OAuthError, unavailable, upstreamUnavailable } from '../errors.js'
+import { LockTimeoutError, withLock } from '../store/lock.js'
 import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../upstream/upstream.js'
 import type { IdentityClaims } from './access-token.js'
 import { seal, unseal } from './seal.js'
@@ -22,6 +23,8 @@ export interface Grant {
   /** Access tokens issued from this grant that may still be live: revoked with the grant. */
   readonly accessTokens: readonly { jti: string; exp: number }[]
   readonly createdAt: number
+  /** The sign-in this grant came from, for correlating audit events. */
+  readonly flowId?: string | undefined
 }
 
 /** A refresh token at rest, found by its hash. */
@@ -53,7 +56,7 @@ const revokedKey = (jti: string) => `revoked:${jti}`
 // Long enough to recognise a replay well after the code itself expired.
 const USED_CODE_MEMORY_SECONDS = 600
 
-type GrantDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock'>
+type GrantDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock' | 'verifier'>
 
 /** Reads the identity claims that travel in access tokens from an upstream identity. */
 export function identityClaims(identity: UpstreamIdentity): IdentityClaims {
@@ -74,6 +77,7 @@ export async function createGrant(
     identity: UpstreamIdentity
     scopes: readonly string[]
     upstream: UpstreamTokens
+    flowId?: string | undefined
   },
 ): Promise<Grant> {
   const grant: Grant = {
@@ -85,6 +89,7 @@ export async function createGrant(
     upstream: await seal(deps.keys, params.upstream),
     accessTokens: [],
     createdAt: Math.floor(deps.clock.now()),
+    flowId: params.flowId,
   }
   await saveGrant(deps, grant)
   return grant
@@ -117,8 +122,13 @@ export async function revokeGrant(deps: GrantDeps, grantId: string): Promise<Gra
   return grant
 }
 
-/** Puts one access token on the deny-list until its `exp` (RFC 7009 §2 for access tokens). */
+/**
+ * Puts one access token on the deny-list until its `exp` (RFC 7009 §2 for access tokens) and
+ * drops it from this instance's verification cache at once; other instances see the deny-list
+ * within their cache TTL.
+ */
 export async function denyAccessToken(deps: GrantDeps, jti: string, exp: number): Promise<void> {
+  deps.verifier?.evict(jti)
   const ttl = exp - deps.clock.now()
   if (ttl > 0) await deps.store.put(revokedKey(jti), true, ttl)
 }
@@ -235,6 +245,26 @@ export function grantLockKey(grantId: string): string {
   return `lock:grant:${grantId}`
 }
 
+/**
+ * Runs `fn` holding the grant's lock, shared through the store by every instance: refreshes,
+ * code exchanges and revocations of one family never interleave (an interleaved save would
+ * bring a revoked family back). A lock held too long is `temporarily_unavailable`.
+ */
+export async function withGrantLock<T>(
+  deps: Pick<Deps, 'store' | 'config'>,
+  grantId: string,
+  fn: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await withLock(deps.store, grantLockKey(grantId), fn, {
+      waitMs: deps.config.upstreamTimeoutSeconds * 1000 + 5000,
+    })
+  } catch (error) {
+    if (error instanceof LockTimeoutError) throw unavailable(error)
+    throw error
+  }
+}
+
 /** Forgets a refresh token (RFC 7009 revocation of one token ends its family: the caller revokes the grant). */
 export async function findRefreshGrantId(
   deps: GrantDeps,
@@ -251,7 +281,7 @@ export async function findRefreshGrantId(
  * `temporarily_unavailable` and changes nothing.
  */
 export async function refreshGrantUpstream(
-  deps: GrantDeps & Required<Pick<Deps, 'upstream' | 'logger'>>,
+  deps: GrantDeps & Required<Pick<Deps, 'upstream' | 'logger'>> & Pick<Deps, 'audit'>,
   grant: Grant,
 ): Promise<{ grant: Grant; tokens: UpstreamTokens }> {
   const current = await upstreamTokens(deps, grant)
@@ -274,26 +304,16 @@ export async function refreshGrantUpstream(
   } catch (error) {
     if (!(error instanceof UpstreamError)) throw error
     if (error.kind === 'unavailable') {
-      throw new OAuthError(
-        'temporarily_unavailable',
-        'the identity provider is unavailable; try again shortly',
-        {
-          status: 503,
-          headers: { 'retry-after': String(error.retryAfterSeconds ?? 5) },
-          internal: error,
-        },
-      )
+      throw upstreamUnavailable(error, error.retryAfterSeconds)
     }
     await revokeGrant(deps, grant.id)
-    deps.logger.info(
-      {
-        event: 'refresh.upstream_rejected',
-        client_id: grant.clientId,
-        sub: grant.sub,
-        code: error.code,
-      },
-      'upstream ended the session',
-    )
+    deps.audit?.('token.revoked', {
+      kind: 'grant',
+      client_id: grant.clientId,
+      sub: grant.sub,
+      flow_id: grant.flowId,
+      reason: `the identity provider answered ${error.code} to a refresh`,
+    })
     throw new OAuthError('invalid_grant', 'the identity provider ended this session; sign in again')
   }
   const updated = { ...grant, upstream: await seal(deps.keys, tokens) }
