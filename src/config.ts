@@ -63,12 +63,22 @@ export interface Config {
   readonly keyRotationSeconds: number
   readonly upstreamTimeoutSeconds: number
   readonly mcpUpstreamUrl: URL | undefined
+  /**
+   * The Bearer `/mcp` forwards to `mcpUpstreamUrl`: the caller's upstream access token, or a
+   * short HS256 JWT minted with `downstreamJwtSecret` for backends that trust their own secret.
+   */
+  readonly mcpUpstreamToken: 'upstream' | 'downstream-jwt'
+  readonly downstreamJwtSecret: string | undefined
+  /** `aud` of downstream JWTs; undefined means the origin of `mcpUpstreamUrl`. */
+  readonly downstreamJwtAudience: string | undefined
   readonly mcpSessions: 'stateful' | 'stateless'
   /** Take the client address from `X-Forwarded-For` (only behind a proxy you run). */
   readonly trustProxy: boolean
   readonly logLevel: string
   /** Where audit events go: a file path, or undefined for stdout with the other logs. */
   readonly auditLog: string | undefined
+  /** Bearer token that `/metrics` requires; undefined leaves it open (firewall it instead). */
+  readonly metricsToken: string | undefined
 }
 
 /** Start-up configuration is wrong; `problems` has one line per variable. */
@@ -252,13 +262,27 @@ const EnvSchema = z.object({
   KEY_ROTATION_SECONDS: seconds(30 * DAY),
   UPSTREAM_TIMEOUT_SECONDS: seconds(10),
   MCP_UPSTREAM_URL: secureUrl.optional(),
+  MCP_UPSTREAM_TOKEN: oneOf(['upstream', 'downstream-jwt']).default('upstream'),
+  // Used as given (UTF-8 bytes), as Supabase and most HS256 verifiers take their secret.
+  DOWNSTREAM_JWT_SECRET: z
+    .string()
+    .refine(
+      (secret) => Buffer.byteLength(secret) >= 32,
+      'must be at least 32 bytes (HS256 needs a 256-bit key)',
+    )
+    .optional(),
+  DOWNSTREAM_JWT_AUDIENCE: nonEmpty.optional(),
   MCP_SESSIONS: oneOf(['stateful', 'stateless']).default('stateful'),
   TRUST_PROXY: bool(false),
   AUDIT_LOG: nonEmpty.optional(),
+  METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
 
 type Env = z.output<typeof EnvSchema>
+
+/** Every environment variable the proxy reads (each is documented in `.env.example`). */
+export const CONFIG_VARIABLES: readonly string[] = Object.freeze(Object.keys(EnvSchema.shape))
 
 /**
  * Turns the environment into a frozen `Config`. Every bad variable is reported, one line
@@ -281,6 +305,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const vars = parsed.data
   const upstream = pickUpstream(vars, problems)
+  checkForwarding(vars, problems)
   if (problems.length || !upstream) throw new ConfigError(problems)
 
   const origin = vars.PUBLIC_URL.origin
@@ -315,10 +340,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     keyRotationSeconds: vars.KEY_ROTATION_SECONDS,
     upstreamTimeoutSeconds: vars.UPSTREAM_TIMEOUT_SECONDS,
     mcpUpstreamUrl: vars.MCP_UPSTREAM_URL,
+    mcpUpstreamToken: vars.MCP_UPSTREAM_TOKEN,
+    downstreamJwtSecret: vars.DOWNSTREAM_JWT_SECRET,
+    downstreamJwtAudience: vars.DOWNSTREAM_JWT_AUDIENCE,
     mcpSessions: vars.MCP_SESSIONS,
     trustProxy: vars.TRUST_PROXY,
     logLevel: vars.LOG_LEVEL,
     auditLog: vars.AUDIT_LOG,
+    metricsToken: vars.METRICS_TOKEN,
   })
 }
 
@@ -375,6 +404,27 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
         vars.OIDC_CLIENT_SECRET,
         vars.OIDC_AUDIENCE,
       )
+  }
+}
+
+/** The forward-mode variables that only make sense together. */
+function checkForwarding(vars: Env, problems: string[]): void {
+  if (vars.MCP_UPSTREAM_TOKEN === 'downstream-jwt') {
+    if (!vars.MCP_UPSTREAM_URL) {
+      problems.push(
+        'MCP_UPSTREAM_TOKEN: downstream-jwt needs MCP_UPSTREAM_URL (the backend it is for)',
+      )
+    }
+    if (!vars.DOWNSTREAM_JWT_SECRET) {
+      problems.push('DOWNSTREAM_JWT_SECRET: is required when MCP_UPSTREAM_TOKEN is downstream-jwt')
+    }
+    return
+  }
+  // A secret without the mode would silently send the backend upstream tokens it refuses.
+  for (const name of ['DOWNSTREAM_JWT_SECRET', 'DOWNSTREAM_JWT_AUDIENCE'] as const) {
+    if (vars[name] !== undefined) {
+      problems.push(`${name}: is only used when MCP_UPSTREAM_TOKEN is downstream-jwt`)
+    }
   }
 }
 

@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { ConfigError, loadConfig } from '../src/config.js'
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.js'
 
 const KINDE = {
   PUBLIC_URL: 'https://mcp.example.com',
@@ -229,5 +230,13 @@ describe('loadConfig', () => {
     expect(problemsOf({ ...KINDE, REDIS_URL: 'http://cache' })).toEqual([
       'REDIS_URL: must start with redis:// or rediss://',
     ])
+  })
+})
+
+describe('.env.example', () => {
+  it('documents every variable the configuration reads', () => {
+    const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8')
+    const documented = new Set([...example.matchAll(/^#?\s*([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]))
+    expect(CONFIG_VARIABLES.filter((name) => !documented.has(name))).toEqual([])
   })
 })

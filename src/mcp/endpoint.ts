@@ -9,6 +9,7 @@ import { methodNotAllowed } from '../http.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { type McpEnv, mcpBearerAuth } from './auth.js'
 import { builtinTools } from './builtin-tools.js'
+import { forwardHandler } from './forward.js'
 import { createServerFactory, type ServerInfo } from './server.js'
 import {
   createSessionRegistry,
@@ -24,6 +25,8 @@ export type McpDeps = Deps & { readonly verifier: AccessTokenVerifier }
 export interface McpEndpointOptions {
   /** Tools served next to the built-ins (`whoami`, `upstream_userinfo`), names unique. */
   readonly tools?: readonly ToolDefinition[]
+  /** Serve `whoami` and `upstream_userinfo`; default true. */
+  readonly builtinTools?: boolean
   readonly serverInfo?: ServerInfo
   /** Stateful mode only: how many sessions, and for how long idle. */
   readonly sessions?: SessionRegistryOptions
@@ -39,19 +42,28 @@ const DEFAULT_SERVER_INFO: ServerInfo = { name: 'mcp-oauth-proxy', version: '0.1
  * bearer gate, with CORS for browser clients (any origin, no credentials: the token is a
  * header, never a cookie). With `config.mcpSessions === 'stateful'` each `initialize` opens a
  * session (`Mcp-Session-Id`) bound to the token's user and client; `stateless` handles every
- * POST on its own server and refuses GET and DELETE with 405, as the spec allows.
+ * POST on its own server and refuses GET and DELETE with 405, as the spec allows. With
+ * `config.mcpUpstreamUrl` it forwards to that MCP server instead (see `forwardHandler`), which
+ * serves its own tools: none are served here, and `mcpSessions` does not apply.
  */
 export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {}) {
-  const tools = [...builtinTools(deps.upstream), ...(options.tools ?? [])]
+  const backend = deps.config.mcpUpstreamUrl
+  if (backend && options.tools?.length) {
+    throw new Error('MCP tools cannot be served here when MCP_UPSTREAM_URL forwards /mcp')
+  }
+  const builtins = backend || options.builtinTools === false ? [] : builtinTools(deps.upstream)
+  const tools = [...builtins, ...(options.tools ?? [])]
   const newServer = createServerFactory(options.serverInfo ?? DEFAULT_SERVER_INFO, tools)
+  const upstreamTokens = createUpstreamTokenSource(deps, options.upstreamRefresh)
   const gate = mcpBearerAuth(deps.config, {
     verifier: deps.verifier,
-    upstreamTokens: createUpstreamTokenSource(deps, options.upstreamRefresh),
+    upstreamTokens,
     toolScopes: new Map(tools.map((tool) => [tool.name, tool.requiredScopes ?? []])),
     maxBodyBytes: options.maxBodyBytes,
   })
-  const handle =
-    deps.config.mcpSessions === 'stateless'
+  const handle = backend
+    ? forwardHandler(deps, { target: backend, upstreamTokens })
+    : deps.config.mcpSessions === 'stateless'
       ? statelessHandler(newServer)
       : statefulHandler(deps, newServer, options.sessions)
 
