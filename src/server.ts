@@ -26,19 +26,32 @@ export interface RunningServer {
 
 const SHUTDOWN_GRACE_MS = 10_000
 
+/** What `createDeps` may be handed instead of building it from the configuration. */
+export interface DepsOptions {
+  logger?: Logger
+  /** Outbound HTTP to the upstream; default the global `fetch`. */
+  fetch?: typeof fetch
+  /** Default: Redis when `config.redisUrl` is set, else in memory. */
+  store?: Store
+  /** Replaces any built dependency (tests, the demo, library mode's `authorizeUser`). */
+  overrides?: Partial<Deps>
+}
+
 /**
- * Builds the dependencies from `config` and serves the app on a node HTTP server. Options let
- * tests and the demo swap the logger or wrap outbound `fetch` without touching the environment.
+ * Builds the dependencies from `config` alone (never from `process.env`): the store, the
+ * signing and encryption keys (generated once and kept in the store when not configured), the
+ * upstream client, the clock and the logger. The CLI server and library mode both start here.
+ * The store belongs to the caller, who closes it (`deps.store.close()`) when done; a store
+ * created here is closed again if the keys cannot be set up.
  */
-export async function startServer(
-  config: Config,
-  options: { logger?: Logger; fetch?: typeof fetch; overrides?: Partial<Deps> } = {},
-): Promise<RunningServer> {
+export async function createDeps(config: Config, options: DepsOptions = {}): Promise<Deps> {
   const logger = options.logger ?? createLogger(config.logLevel)
   const clock = systemClock
-  const store: Store = config.redisUrl
-    ? await createRedisStore({ url: config.redisUrl, keyPrefix: config.redisKeyPrefix })
-    : createMemoryStore(clock)
+  const store: Store =
+    options.store ??
+    (config.redisUrl
+      ? await createRedisStore({ url: config.redisUrl, keyPrefix: config.redisKeyPrefix })
+      : createMemoryStore(clock))
   try {
     const keys = await createKeys({
       store,
@@ -58,7 +71,7 @@ export async function startServer(
       logger,
       clock,
     })
-    const deps: Deps = {
+    return {
       config,
       store,
       keys,
@@ -68,6 +81,23 @@ export async function startServer(
       upstream,
       ...options.overrides,
     }
+  } catch (error) {
+    if (!options.store) await store.close()
+    throw error
+  }
+}
+
+/**
+ * Builds the dependencies from `config` and serves the app on a node HTTP server. Options let
+ * tests and the demo swap the logger or wrap outbound `fetch` without touching the environment.
+ */
+export async function startServer(
+  config: Config,
+  options: { logger?: Logger; fetch?: typeof fetch; overrides?: Partial<Deps> } = {},
+): Promise<RunningServer> {
+  const deps = await createDeps(config, options)
+  const { logger, store } = deps
+  try {
     const app = createApp(deps)
     const server = await new Promise<Server>((resolve) => {
       const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () =>

@@ -47,39 +47,12 @@ export function mcpBearerAuth(
   config: Pick<Config, 'issuer' | 'resource' | 'scopes'>,
   options: BearerGateOptions,
 ): MiddlewareHandler<McpEnv> {
-  const resourceMetadata = `${config.issuer}/.well-known/oauth-protected-resource/mcp`
   const resource = new URL(config.resource)
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
-
-  const refuse = (
-    status: 401 | 403,
-    code: string | undefined,
-    description: string,
-    scopes = config.scopes,
-  ) =>
-    new OAuthError(code ?? 'invalid_token', description, {
-      status,
-      headers: {
-        'www-authenticate': bearerChallenge({
-          error: code,
-          description,
-          resourceMetadata,
-          scopes,
-        }),
-      },
-    })
-
-  // Verifier and upstream failures become challenges; a silent store becomes 503.
-  const challenged = (error: unknown): unknown => {
-    if (error instanceof OAuthError && error.code === 'invalid_token') {
-      return refuse(401, 'invalid_token', error.description ?? 'the access token is not valid')
-    }
-    if (error instanceof StoreUnavailableError) return unavailable(error)
-    return error
-  }
+  const { refuse, challenged } = bearerRefusals(config)
 
   return async function mcpBearerAuth(c, next) {
-    const token = BEARER.exec(c.req.header('authorization') ?? '')?.[1]
+    const token = bearerToken(c.req.header('authorization'))
     if (!token) {
       // Body code for people reading it; the header carries none, as RFC 6750 §3.1 asks.
       throw refuse(401, undefined, 'an access token is required')
@@ -127,15 +100,7 @@ export function mcpBearerAuth(
         throw challenged(error)
       }
     }
-    const caller: Caller = {
-      sub: verified.sub,
-      email: verified.email,
-      orgCode: verified.orgCode,
-      orgId: verified.orgId,
-      permissions: verified.permissions ?? [],
-      actor: verified.actor,
-      upstreamAccessToken,
-    }
+    const caller = callerOf(verified, upstreamAccessToken)
     const authInfo: AuthInfo = {
       token,
       clientId: verified.clientId,
@@ -146,6 +111,61 @@ export function mcpBearerAuth(
     }
     c.set('mcp', { authInfo, caller, parsedBody })
     await next()
+  }
+}
+
+/** The token of an `Authorization: Bearer` header (RFC 6750 §2.1), or undefined. */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  return BEARER.exec(authorization ?? '')?.[1]
+}
+
+/**
+ * The refusals of a bearer gate in front of the MCP resource's tokens (RFC 6750 §3, RFC 9728
+ * §5.1): `refuse` builds a 401/403 carrying the exact challenge; `challenged` turns what the
+ * verifier or the upstream-token source threw into one (a silent store into 503).
+ */
+export function bearerRefusals(config: Pick<Config, 'issuer' | 'scopes'>) {
+  const resourceMetadata = `${config.issuer}/.well-known/oauth-protected-resource/mcp`
+
+  const refuse = (
+    status: 401 | 403,
+    code: string | undefined,
+    description: string,
+    scopes: readonly string[] = config.scopes,
+  ) =>
+    new OAuthError(code ?? 'invalid_token', description, {
+      status,
+      headers: {
+        'www-authenticate': bearerChallenge({
+          error: code,
+          description,
+          resourceMetadata,
+          scopes,
+        }),
+      },
+    })
+
+  const challenged = (error: unknown): unknown => {
+    if (error instanceof OAuthError && error.code === 'invalid_token') {
+      return refuse(401, 'invalid_token', error.description ?? 'the access token is not valid')
+    }
+    if (error instanceof StoreUnavailableError) return unavailable(error)
+    return error
+  }
+
+  return { refuse, challenged }
+}
+
+/** The `Caller` tools (and `requireAuth` routes) see for a verified token. */
+export function callerOf(verified: VerifiedAccessToken, upstreamAccessToken: string): Caller {
+  return {
+    sub: verified.sub,
+    email: verified.email,
+    orgCode: verified.orgCode,
+    orgId: verified.orgId,
+    permissions: verified.permissions ?? [],
+    actor: verified.actor,
+    upstreamAccessToken,
   }
 }
 

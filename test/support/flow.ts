@@ -57,7 +57,7 @@ export function consentFields(html: string): { requestId: string; csrfToken: str
  * redirect URI with a code or an error.
  */
 export async function signIn(
-  proxy: ProxyUnderTest,
+  proxy: Pick<ProxyUnderTest, 'url' | 'upstream'>,
   url: URL,
   options: { agent?: UserAgent; decision?: 'allow' | 'deny'; user?: string } = {},
 ): Promise<URL> {

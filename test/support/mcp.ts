@@ -16,7 +16,7 @@ export const PROTOCOL_VERSION = '2025-11-25'
  * login as `user`, code exchange) and returns the SDK provider holding the tokens.
  */
 export async function signedInProvider(
-  proxy: ProxyUnderTest,
+  proxy: Pick<ProxyUnderTest, 'url' | 'upstream'>,
   options: { user?: string; port?: number } = {},
 ): Promise<TestOAuthProvider> {
   const serverUrl = `${proxy.url}/mcp`

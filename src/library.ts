@@ -1,0 +1,128 @@
+import type { Hono, MiddlewareHandler } from 'hono'
+import type { Logger } from 'pino'
+import { createApp } from './app.js'
+import { type Config, ConfigError, loadConfig } from './config.js'
+import type { Deps } from './deps.js'
+import { type AuthEnv, type RequireAuthOptions, requireBearer } from './mcp/require-auth.js'
+import type { ServerInfo } from './mcp/server.js'
+import type { ToolDefinition } from './mcp/tools.js'
+import { createUpstreamTokenSource } from './mcp/upstream-token.js'
+import type { AuthorizeUser } from './oauth/policy.js'
+import { createDeps } from './server.js'
+import type { Store } from './store/store.js'
+import { createAccessTokenVerifier } from './tokens/verifier.js'
+
+export interface McpAuthProxyOptions {
+  /**
+   * The configuration: a `Config`, or an environment-like record parsed with `loadConfig`
+   * (the variable names of `.env.example`). `process.env` is never read implicitly: pass it.
+   */
+  readonly config: Config | Readonly<Record<string, string | undefined>>
+  /**
+   * The application's MCP tools, served at `/mcp` next to the built-ins. A tool's
+   * `requiredScopes` are checked by the bearer gate before it runs (403 `insufficient_scope`
+   * naming them, so clients step up); each must be one of `SCOPES`.
+   */
+  readonly tools?: readonly ToolDefinition[]
+  /** Serve the built-in `whoami` and `upstream_userinfo` tools; default true. */
+  readonly builtinTools?: boolean
+  /** What the MCP server reports in `initialize`; default `mcp-oauth-proxy`. */
+  readonly serverInfo?: ServerInfo
+  /**
+   * The application's say on each user signing in, after `ALLOWED_EMAIL_DOMAINS`,
+   * `ALLOWED_ORG_CODES` and `REQUIRED_PERMISSIONS`: `true` lets them in; `false` or a reason
+   * sends the client `access_denied`.
+   */
+  readonly authorizeUser?: AuthorizeUser
+  /**
+   * Where clients, grants and keys live. Default: Redis when `REDIS_URL` is set, else in
+   * memory. A store passed here is the caller's to close.
+   */
+  readonly store?: Store
+  /** Default: JSON logs on stdout at `LOG_LEVEL`. */
+  readonly logger?: Logger
+  /** Outbound HTTP to the identity provider; default the global `fetch`. */
+  readonly fetch?: typeof fetch
+}
+
+export interface McpAuthProxy {
+  /**
+   * Every route of the proxy (discovery, `/register`, `/authorize`, `/callback`, `/token`,
+   * `/revoke`, `/mcp`, health) as one Hono app. Serve it, add routes to it, or mount it at the
+   * root of your own app with `app.route('/', proxy.app)`: the routes hang under `PUBLIC_URL`,
+   * which is an origin, so the proxy cannot live under a sub-path.
+   */
+  readonly app: Hono
+  readonly config: Config
+  readonly deps: Deps
+  /**
+   * Middleware for the application's own routes that accepts the same access tokens as
+   * `/mcp`, with the same verification, revocation check and challenges, and sets
+   * `c.get('auth')` (`RequestAuth`). `scopes`, each one of `SCOPES`, are required of the
+   * token (403 `insufficient_scope` otherwise).
+   */
+  requireAuth(options?: RequireAuthOptions): MiddlewareHandler<AuthEnv>
+  /** Closes the store, unless it was passed in `options.store`. Idempotent. */
+  close(): Promise<void>
+}
+
+/**
+ * Library mode: the whole proxy as a Hono app to embed, with the application's own MCP tools
+ * and authorization decision, and a bearer middleware for its other routes. The dependencies
+ * are built as the CLI server builds them (`createDeps`), from `options.config` only.
+ */
+export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<McpAuthProxy> {
+  const config = isConfig(options.config) ? options.config : loadConfig(options.config)
+  const tools = options.tools ?? []
+  const problems = tools.flatMap((tool) =>
+    (tool.requiredScopes ?? [])
+      .filter((scope) => !config.scopes.includes(scope))
+      .map((scope) => `SCOPES: tool ${tool.name} requires ${scope}, which SCOPES does not list`),
+  )
+  // No client could obtain such a scope: the tool would refuse everyone.
+  if (problems.length) throw new ConfigError(problems)
+
+  const built = await createDeps(config, {
+    logger: options.logger,
+    fetch: options.fetch,
+    store: options.store,
+    overrides: options.authorizeUser ? { authorizeUser: options.authorizeUser } : {},
+  })
+  // Built here rather than by createApp so requireAuth shares it with /mcp and /revoke, whose
+  // revocations evict its cached verifications.
+  const verifier = createAccessTokenVerifier(built)
+  const deps: Deps = { ...built, verifier }
+  const ownsStore = !options.store
+  let closing: Promise<void> | undefined
+  const close = () => {
+    closing ??= ownsStore ? deps.store.close() : Promise.resolve()
+    return closing
+  }
+
+  let app: Hono
+  try {
+    app = createApp(deps, {
+      mcp: { tools, builtinTools: options.builtinTools, serverInfo: options.serverInfo },
+    })
+  } catch (error) {
+    await close()
+    throw error
+  }
+  const gateDeps = {
+    config,
+    verifier,
+    upstreamTokens: createUpstreamTokenSource(deps),
+    logger: deps.logger,
+  }
+  return {
+    app,
+    config,
+    deps,
+    requireAuth: (gateOptions) => requireBearer(gateDeps, gateOptions),
+    close,
+  }
+}
+
+function isConfig(value: McpAuthProxyOptions['config']): value is Config {
+  return (value as { publicUrl?: unknown }).publicUrl instanceof URL
+}
