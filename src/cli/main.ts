@@ -1,0 +1,77 @@
+/**
+ * The `mcp-oauth-proxy` command. Runs on import: this module is an entry point (the bin, or
+ * `node dist/cli/main.js`), never imported by the library.
+ *
+ *   mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+ *
+ * Exit codes: 0 every check passed, 1 a check failed, 2 the command line is wrong.
+ */
+import { parseArgs } from 'node:util'
+import { formatReport, resourceOf, runDoctor } from './doctor.js'
+
+const USAGE = `Usage: mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+
+Checks a live deployment from outside, as an MCP client meets it, e.g.
+  npx mcp-oauth-proxy doctor https://mcp.example.com/mcp
+
+  --no-register        skip the dynamic client registration check (it registers a client)
+  --timeout <seconds>  per request, default 10
+`
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  if (command === undefined) return usage('no command given')
+  if (command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  if (command !== 'doctor') return usage(`unknown command: ${command}`)
+
+  let parsed: ReturnType<typeof parseDoctorArgs>
+  try {
+    parsed = parseDoctorArgs(rest)
+  } catch (error) {
+    return usage((error as Error).message)
+  }
+  const { url, register, timeoutSeconds } = parsed
+
+  process.stdout.write(`mcp-oauth-proxy doctor ${url}\n`)
+  if (register) {
+    process.stdout.write(
+      'note: the registration check registers a public client "mcp-oauth-proxy doctor" at the target (--no-register skips it)\n',
+    )
+  }
+  process.stdout.write('\n')
+  const results = await runDoctor(url, { register, timeoutSeconds })
+  process.stdout.write(formatReport(results))
+  return results.some((result) => result.status === 'fail') ? 1 : 0
+}
+
+function parseDoctorArgs(args: string[]) {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      'no-register': { type: 'boolean', default: false },
+      timeout: { type: 'string', default: '10' },
+    },
+  })
+  const [url, ...extra] = positionals
+  if (!url) throw new Error('doctor needs the MCP endpoint URL, e.g. https://mcp.example.com/mcp')
+  if (extra.length) throw new Error(`unexpected arguments: ${extra.join(' ')}`)
+  try {
+    resourceOf(url)
+  } catch {
+    throw new Error(`not an http(s) URL: ${url}`)
+  }
+  const timeoutSeconds = Number(values.timeout)
+  if (!(timeoutSeconds > 0)) throw new Error(`--timeout must be a positive number of seconds`)
+  return { url, register: !values['no-register'], timeoutSeconds }
+}
+
+function usage(problem: string): number {
+  process.stderr.write(`mcp-oauth-proxy: ${problem}\n\n${USAGE}`)
+  return 2
+}
+
+process.exitCode = await main(process.argv.slice(2))
