@@ -1,0 +1,98 @@
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { parse } from 'yaml'
+
+// No Docker engine runs on these machines: the files are checked by parsing them.
+const root = new URL('..', import.meta.url)
+const read = (name: string) => readFileSync(new URL(name, root), 'utf8')
+
+interface Stage {
+  name: string
+  from: string
+  instructions: { op: string; args: string }[]
+}
+
+/** The Dockerfile as stages of instructions (continuation lines joined, comments dropped). */
+function stages(dockerfile: string): Stage[] {
+  const lines = dockerfile
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+  const result: Stage[] = []
+  for (const line of lines) {
+    const [op = '', ...rest] = line.split(/\s+/)
+    const args = rest.join(' ')
+    if (op.toUpperCase() === 'FROM') {
+      const match = args.match(/^(\S+)(?:\s+AS\s+(\S+))?$/i)
+      result.push({
+        from: match?.[1] ?? '',
+        name: match?.[2] ?? String(result.length),
+        instructions: [],
+      })
+    } else {
+      result.at(-1)?.instructions.push({ op: op.toUpperCase(), args })
+    }
+  }
+  return result
+}
+
+describe('Dockerfile', () => {
+  const all = stages(read('Dockerfile'))
+  const runtime = all.at(-1) as Stage
+  const ops = (stage: Stage, op: string) =>
+    stage.instructions.filter((i) => i.op === op).map((i) => i.args)
+
+  it('builds in stages on Node 24 and ships a separate runtime stage', () => {
+    expect(all.map((s) => s.name)).toEqual(['build', 'deps', 'runtime'])
+    for (const stage of all) expect(stage.from).toMatch(/^node:24(-|$)/)
+  })
+
+  it('runs as the unprivileged node user', () => {
+    expect(ops(runtime, 'USER')).toEqual(['node'])
+  })
+
+  it('has no dev dependencies and no sources in the runtime image', () => {
+    const deps = all.find((s) => s.name === 'deps') as Stage
+    expect(ops(deps, 'RUN').join(' ')).toMatch(/npm ci --omit=dev/)
+    const copies = ops(runtime, 'COPY')
+    expect(copies).toContainEqual(expect.stringMatching(/--from=deps .*\/app\/node_modules/))
+    expect(copies).toContainEqual(expect.stringMatching(/--from=build .*\/app\/dist/))
+    expect(copies.join(' ')).not.toMatch(/\bsrc\b|\btest\b/)
+    expect(ops(runtime, 'RUN')).toEqual([])
+  })
+
+  it('checks its health on /healthz and starts the compiled server', () => {
+    expect(ops(runtime, 'HEALTHCHECK').join(' ')).toMatch(/\/healthz/)
+    expect(ops(runtime, 'CMD')).toEqual(['["node", "dist/server.js"]'])
+    expect(ops(runtime, 'ENV').join(' ')).toMatch(/NODE_ENV=production/)
+  })
+
+  it('keeps secrets and local state out of the build context', () => {
+    const ignored = read('.dockerignore').split('\n')
+    for (const entry of ['.env', 'node_modules', '.git']) expect(ignored).toContain(entry)
+  })
+})
+
+describe('docker-compose.yml', () => {
+  const compose = parse(read('docker-compose.yml')) as {
+    services: Record<string, Record<string, unknown>>
+    volumes: Record<string, unknown>
+  }
+
+  it('runs the proxy against Redis, reading .env', () => {
+    const proxy = compose.services.proxy as Record<string, unknown>
+    expect(proxy.build).toBe('.')
+    expect(proxy.env_file).toBe('.env')
+    expect(proxy.environment).toMatchObject({ REDIS_URL: 'redis://redis:6379' })
+    expect(proxy.depends_on).toEqual({ redis: { condition: 'service_healthy' } })
+  })
+
+  it('persists Redis append-only on a named volume', () => {
+    const redis = compose.services.redis as Record<string, unknown>
+    expect(redis.command).toEqual(expect.arrayContaining(['--appendonly', 'yes']))
+    expect(redis.volumes).toEqual(['redis-data:/data'])
+    expect(compose.volumes).toHaveProperty('redis-data')
+    expect((redis.healthcheck as { test: string[] }).test).toContain('ping')
+  })
+})
