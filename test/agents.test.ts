@@ -1,15 +1,30 @@
+import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 
-const KINDE_AGENT = { client_id: 'agent-acme', client_secret: 'agent-acme-secret', org_code: 'org_acme' }
-const AUTH0_AGENT = { client_id: 'agent-globex', client_secret: 'agent-globex-secret', org_id: 'org_globex' }
+const KINDE_AGENT = {
+  client_id: 'agent-acme',
+  client_secret: 'agent-acme-secret',
+  org_code: 'org_acme',
+}
+const AUTH0_AGENT = {
+  client_id: 'agent-globex',
+  client_secret: 'agent-globex-secret',
+  org_id: 'org_globex',
+}
 
 function basic(id: string, secret: string): string {
   return `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`
 }
 
-function clientCredentials(proxy: ProxyUnderTest, params: Record<string, string>, authorization?: string) {
+function clientCredentials(
+  proxy: ProxyUnderTest,
+  params: Record<string, string>,
+  authorization?: string,
+) {
   return fetch(`${proxy.url}/token`, {
     method: 'POST',
     headers: {
@@ -22,7 +37,11 @@ function clientCredentials(proxy: ProxyUnderTest, params: Record<string, string>
 
 async function claims(proxy: ProxyUnderTest, token: string) {
   const jwks = createRemoteJWKSet(new URL(`${proxy.url}/.well-known/jwks.json`))
-  const { payload } = await jwtVerify(token, jwks, { issuer: proxy.url, audience: `${proxy.url}/mcp`, typ: 'at+jwt' })
+  const { payload } = await jwtVerify(token, jwks, {
+    issuer: proxy.url,
+    audience: `${proxy.url}/mcp`,
+    typ: 'at+jwt',
+  })
   return payload
 }
 
@@ -34,7 +53,11 @@ describe('agents through a Kinde-shaped upstream', () => {
   afterAll(() => proxy.close())
 
   it('wraps an org-scoped M2M token: sub from azp, org_code kept, actor agent, no refresh token', async () => {
-    const res = await clientCredentials(proxy, {}, basic(KINDE_AGENT.client_id, KINDE_AGENT.client_secret))
+    const res = await clientCredentials(
+      proxy,
+      {},
+      basic(KINDE_AGENT.client_id, KINDE_AGENT.client_secret),
+    )
     expect(res.status).toBe(200)
     expect(res.headers.get('cache-control')).toBe('no-store')
     const body = (await res.json()) as Record<string, unknown>
@@ -46,6 +69,30 @@ describe('agents through a Kinde-shaped upstream', () => {
       actor: 'agent',
       org_code: 'org_acme',
     })
+  })
+
+  it('lets an agent on the MCP SDK call a tool that sees its organization and actor', async () => {
+    const mcpUrl = new URL(`${proxy.url}/mcp`)
+    const provider = new ClientCredentialsProvider({
+      clientId: KINDE_AGENT.client_id,
+      clientSecret: KINDE_AGENT.client_secret,
+      expectedIssuer: proxy.url,
+    })
+    const client = new Client({ name: 'agent-test', version: '1.0.0' })
+    await client.connect(new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider }))
+    try {
+      const result = (await client.callTool({ name: 'whoami', arguments: {} })) as {
+        content: { type: string; text: string }[]
+      }
+      expect(JSON.parse(result.content[0]?.text ?? '{}')).toMatchObject({
+        sub: 'agent-acme',
+        clientId: 'agent-acme',
+        actor: 'agent',
+        orgCode: 'org_acme',
+      })
+    } finally {
+      await client.close()
+    }
   })
 
   it('accepts the credentials in the body (client_secret_post)', async () => {
@@ -70,7 +117,10 @@ describe('agents through a Kinde-shaped upstream', () => {
   })
 
   it('refuses a token for another resource with invalid_target', async () => {
-    const res = await clientCredentials(proxy, { ...KINDE_AGENT, resource: 'https://other.example/mcp' })
+    const res = await clientCredentials(proxy, {
+      ...KINDE_AGENT,
+      resource: 'https://other.example/mcp',
+    })
     expect(res.status).toBe(400)
     expect(await res.json()).toMatchObject({ error: 'invalid_target' })
   })
@@ -84,7 +134,11 @@ describe('agents through an Auth0-shaped upstream', () => {
   afterAll(() => proxy.close())
 
   it('keeps the <id>@clients subject and the organization', async () => {
-    const res = await clientCredentials(proxy, {}, basic(AUTH0_AGENT.client_id, AUTH0_AGENT.client_secret))
+    const res = await clientCredentials(
+      proxy,
+      {},
+      basic(AUTH0_AGENT.client_id, AUTH0_AGENT.client_secret),
+    )
     expect(res.status).toBe(200)
     const body = (await res.json()) as { access_token: string }
     expect(await claims(proxy, body.access_token)).toMatchObject({
@@ -98,7 +152,11 @@ describe('agents through an Auth0-shaped upstream', () => {
 
 describe('agent policy and limits', () => {
   let proxy: ProxyUnderTest
-  const other = { client_id: 'agent-initech', client_secret: 'initech-secret', org_code: 'org_initech' }
+  const other = {
+    client_id: 'agent-initech',
+    client_secret: 'initech-secret',
+    org_code: 'org_initech',
+  }
   beforeAll(async () => {
     proxy = await startProxy({
       flavor: 'kinde',
@@ -119,14 +177,27 @@ describe('agent policy and limits', () => {
 
   it('rate-limits token requests per client id', async () => {
     const statuses: number[] = []
-    for (let i = 0; i < 4; i++) statuses.push((await clientCredentials(proxy, {}, basic(KINDE_AGENT.client_id, KINDE_AGENT.client_secret))).status)
+    for (let i = 0; i < 4; i++)
+      statuses.push(
+        (
+          await clientCredentials(
+            proxy,
+            {},
+            basic(KINDE_AGENT.client_id, KINDE_AGENT.client_secret),
+          )
+        ).status,
+      )
     expect(statuses).toEqual([200, 200, 200, 429])
   })
 })
 
 describe('agents when the upstream is down', () => {
   it('answers 503 temporarily_unavailable', async () => {
-    const proxy = await startProxy({ flavor: 'kinde', env: { UPSTREAM_TIMEOUT_SECONDS: '1' }, upstream: { m2mClients: [KINDE_AGENT] } })
+    const proxy = await startProxy({
+      flavor: 'kinde',
+      env: { UPSTREAM_TIMEOUT_SECONDS: '1' },
+      upstream: { m2mClients: [KINDE_AGENT] },
+    })
     try {
       await proxy.upstream.close()
       const res = await clientCredentials(proxy, KINDE_AGENT)

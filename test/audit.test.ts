@@ -218,6 +218,20 @@ describe('the audit log', () => {
     ])
   })
 
+  it('records a refused MCP call without the token', async () => {
+    const forged = 'eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl'
+    secrets.push(forged)
+    const res = await fetch(`${proxy.url}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${forged}`, 'content-type': 'application/json' },
+      body: '{}',
+    })
+    expect(res.status).toBe(401)
+    const [denied] = await eventsWhere((l) => l.event === 'mcp.denied', 1)
+    expect(denied).toMatchObject({ event: 'mcp.denied', error: 'invalid_token', stream: 'audit' })
+    expect(denied?.reason).toEqual(expect.any(String))
+  })
+
   it('never contains a token, code, verifier or secret', () => {
     const text = readFileSync(file, 'utf8')
     expect(secrets.length).toBeGreaterThan(8)

@@ -1,5 +1,6 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
 import type { MiddlewareHandler } from 'hono'
+import type { Audit } from '../audit.js'
 import type { Config } from '../config.js'
 import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
 import { hasMediaType, readBody } from '../http.js'
@@ -27,6 +28,8 @@ export interface BearerGateOptions {
   readonly toolScopes: ReadonlyMap<string, readonly string[]>
   /** Largest POST body read; default 1 MiB. */
   readonly maxBodyBytes?: number
+  /** Records refused tokens and calls (`mcp.denied`); a missing token is no event. */
+  readonly audit?: Audit | undefined
 }
 
 /** RFC 6750 §2.1 `b64token`, after the case-insensitive scheme name. */
@@ -61,7 +64,11 @@ export function mcpBearerAuth(
     try {
       verified = await options.verifier.verify(token)
     } catch (error) {
-      throw challenged(error)
+      const refusal = challenged(error)
+      if (refusal instanceof OAuthError && refusal.code === 'invalid_token') {
+        options.audit?.('mcp.denied', { error: 'invalid_token', reason: refusal.description })
+      }
+      throw refusal
     }
 
     let parsedBody: unknown
@@ -82,6 +89,14 @@ export function mcpBearerAuth(
       }
       const needed = scopesNeeded(parsedBody, options.toolScopes, verified.scopes)
       if (needed.length) {
+        options.audit?.('mcp.denied', {
+          client_id: verified.clientId,
+          sub: verified.sub,
+          org: verified.orgCode ?? verified.orgId,
+          actor: verified.actor,
+          error: 'insufficient_scope',
+          scopes: needed,
+        })
         throw refuse(
           403,
           'insufficient_scope',

@@ -60,6 +60,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
     upstreamTokens,
     toolScopes: new Map(tools.map((tool) => [tool.name, tool.requiredScopes ?? []])),
     maxBodyBytes: options.maxBodyBytes,
+    audit: deps.audit,
   })
   const handle = backend
     ? forwardHandler(deps, { target: backend, upstreamTokens })
