@@ -4,7 +4,7 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import { type Context, Hono } from 'hono'
 import { cors } from 'hono/cors'
 import type { Deps } from '../deps.js'
-import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
+import { refusalResponse } from '../errors.js'
 import { methodNotAllowed } from '../http.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { type McpEnv, mcpBearerAuth } from './auth.js'
@@ -96,15 +96,14 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   // Refusals render here, so the endpoint answers the same when mounted in another app
   // (library mode); anything else goes on to the host app's error handler.
   app.onError((error, c) => {
-    const refusal = error instanceof StoreUnavailableError ? unavailable(error) : error
-    if (!(refusal instanceof OAuthError)) throw error
-    if (refusal.status >= 500) {
+    const response = refusalResponse(error, (refusal) =>
       deps.logger.warn(
         { err: refusal.internal, code: refusal.code, path: c.req.path },
         refusal.message,
-      )
-    }
-    return refusal.getResponse()
+      ),
+    )
+    if (!response) throw error
+    return response
   })
   return app
 }

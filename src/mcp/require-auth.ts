@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Logger } from 'pino'
 import { type Config, ConfigError } from '../config.js'
-import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
+import { refusalResponse } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerRefusals, bearerToken, callerOf } from './auth.js'
@@ -97,15 +97,14 @@ export function requireBearer(
     try {
       auth = await authenticate(c.req.header('authorization'))
     } catch (error) {
-      const refusal = error instanceof StoreUnavailableError ? unavailable(error) : error
-      if (!(refusal instanceof OAuthError)) throw error
-      if (refusal.status >= 500) {
+      const response = refusalResponse(error, (refusal) =>
         deps.logger.warn(
           { err: refusal.internal, code: refusal.code, path: c.req.path },
           refusal.message,
-        )
-      }
-      return refusal.getResponse()
+        ),
+      )
+      if (!response) throw error
+      return response
     }
     c.set('auth', auth)
     await next()
