@@ -7,6 +7,7 @@ import { methodNotAllowed, publicCors } from '../http.js'
 import { consumeRate } from '../rate-limit.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
 import {
+  codeGrantId,
   findGrant,
   type Grant,
   identityClaims,
@@ -112,33 +113,37 @@ async function exchangeCode(
   const client = await authenticateClient(clients, authorization, form)
   requireGrantType(client, 'authorization_code')
   if (!form.code) throw new OAuthError('invalid_request', 'code is missing')
-  const redeemed = await redeemCode(deps, form.code)
-  if (!redeemed)
+  const code = form.code
+  const grantId = await codeGrantId(deps, code)
+  if (!grantId)
     throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
-  if ('replayedGrantId' in redeemed) {
-    const { replayedGrantId } = redeemed
-    await withGrantLock(deps, replayedGrantId, () => revokeGrant(deps, replayedGrantId))
-    deps.audit('code.replayed', { client_id: client.clientId, reason: 'its grant is revoked' })
-    throw new OAuthError(
-      'invalid_grant',
-      'the authorization code was already used; the tokens it issued are revoked',
-    )
-  }
-  const { record } = redeemed
-  if (record.clientId !== client.clientId)
-    throw new OAuthError('invalid_grant', 'the authorization code was issued to another client')
-  if (
-    (record.redirectUriProvided || form.redirect_uri !== undefined) &&
-    form.redirect_uri !== record.redirectUri
-  ) {
-    throw new OAuthError('invalid_grant', 'redirect_uri does not match the authorization request')
-  }
-  verifyPkce(form.code_verifier, record.codeChallenge)
-  checkResource(deps, form.resource)
-  // Under the grant's lock, like a replay's revocation: a replay racing this exchange then
-  // either revokes the grant before it is read here or after the tokens are recorded on it,
-  // never in between (where saving the grant would bring the revoked family back).
-  return withGrantLock(deps, record.grantId, async () => {
+  // Redeemed under the grant's lock, like a replay's revocation: of concurrent redemptions the
+  // first to hold the lock redeems and records its tokens on the grant, and every later one is
+  // a replay that then revokes them. Redeeming outside the lock let a replay revoke the grant
+  // before the winner read it, so that nobody got tokens.
+  return withGrantLock(deps, grantId, async () => {
+    const redeemed = await redeemCode(deps, code)
+    if (!redeemed)
+      throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
+    if ('replayedGrantId' in redeemed) {
+      await revokeGrant(deps, redeemed.replayedGrantId)
+      deps.audit('code.replayed', { client_id: client.clientId, reason: 'its grant is revoked' })
+      throw new OAuthError(
+        'invalid_grant',
+        'the authorization code was already used; the tokens it issued are revoked',
+      )
+    }
+    const { record } = redeemed
+    if (record.clientId !== client.clientId)
+      throw new OAuthError('invalid_grant', 'the authorization code was issued to another client')
+    if (
+      (record.redirectUriProvided || form.redirect_uri !== undefined) &&
+      form.redirect_uri !== record.redirectUri
+    ) {
+      throw new OAuthError('invalid_grant', 'redirect_uri does not match the authorization request')
+    }
+    verifyPkce(form.code_verifier, record.codeChallenge)
+    checkResource(deps, form.resource)
     const grant = await findGrant(deps, record.grantId)
     if (!grant)
       throw new OAuthError('invalid_grant', 'the authorization behind this code was revoked')

@@ -149,6 +149,16 @@ export async function issueCode(deps: GrantDeps, record: CodeRecord): Promise<st
 }
 
 /**
+ * The grant a code stands for, whether or not it was redeemed already: the lock to take
+ * before `redeemCode`, so that a redemption and the replays racing it queue on one lock.
+ */
+export async function codeGrantId(deps: GrantDeps, code: string): Promise<string | undefined> {
+  const hash = sha256(code)
+  const record = await deps.store.get<CodeRecord>(codeKey(hash))
+  return record?.grantId ?? (await deps.store.get<string>(usedCodeKey(hash)))
+}
+
+/**
  * Redeems a code atomically. A code seen before answers `replayed` with the grant it created,
  * so the caller can revoke what it issued (RFC 6749 §4.1.2, OAuth 2.1 §4.1.3).
  */

@@ -321,7 +321,12 @@ function toUpstreamError(
       cause,
     )
   }
-  if (error instanceof ClientError && error.code && VALIDATION_FAILURES.has(error.code)) {
+  if (
+    error instanceof ClientError &&
+    error.code &&
+    VALIDATION_FAILURES.has(error.code) &&
+    !isMalformedBody(error)
+  ) {
     // oauth4webapi's own message names the failed check ("unexpected ID Token nonce …").
     const check = error.cause instanceof Error ? error.cause.message : error.message
     return new UpstreamError('rejected', 'invalid_grant', `${operation}: ${check}`, cause)
@@ -339,6 +344,23 @@ function toUpstreamError(
     'temporarily_unavailable',
     `${operation}: ${reason(error, timeoutSeconds)}`,
     { ...cause, retryAfterSeconds: retryAfter(response, clock) },
+  )
+}
+
+/**
+ * Whether oauth4webapi refused the response body's shape (not a JSON object, no `access_token`,
+ * a field of the wrong type): it keeps that body as `{ body }` on the cause, where a failed
+ * check of a token or a parameter keeps claims or parameters instead. Such a body is garbage
+ * from whatever answered (a misconfigured gateway, a half-deployed IdP), not a verdict on the
+ * grant: it must not end a session that a retry would refresh.
+ */
+function isMalformedBody(error: ClientError): boolean {
+  const detail = error.cause instanceof Error ? error.cause.cause : undefined
+  return (
+    error.code === 'OAUTH_INVALID_RESPONSE' &&
+    typeof detail === 'object' &&
+    detail !== null &&
+    'body' in detail
   )
 }
 
