@@ -2,6 +2,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { jwtVerify, SignJWT } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError } from '../src/config.js'
+import { StoreUnavailableError } from '../src/errors.js'
 import { createMemoryStore } from '../src/store/memory.js'
 import type { Store } from '../src/store/store.js'
 import { createKeys } from '../src/tokens/keys.js'
@@ -215,5 +216,33 @@ describe('configured keys', () => {
     ).toEqual([
       'ENCRYPTION_KEY: is required when SIGNING_KEY is set (give both, or neither to generate them)',
     ])
+  })
+})
+
+describe('keys while the store is down', () => {
+  it('keeps serving the keys in hand past the refresh interval, and picks up changes after', async () => {
+    const clock = createTestClock()
+    const store = createMemoryStore(clock)
+    let down = false
+    const flaky: Store = {
+      ...store,
+      get: async (key) => {
+        if (down) throw new StoreUnavailableError(new Error('connection refused'))
+        return store.get(key)
+      },
+    }
+    const keys = await createKeys({
+      store: flaky,
+      clock,
+      rotationSeconds: ROTATION,
+      refreshSeconds: 60,
+    })
+    const before = (await keys.current()).signing.kid
+    down = true
+    clock.advance(120)
+    expect((await keys.current()).signing.kid).toBe(before)
+    down = false
+    clock.advance(ROTATION)
+    expect((await keys.current()).signing.kid).not.toBe(before)
   })
 })

@@ -2,6 +2,7 @@ import { createHash, createPrivateKey, type KeyObject, randomBytes } from 'node:
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
 import type { Clock } from '../clock.js'
 import { ConfigError } from '../config.js'
+import { StoreUnavailableError } from '../errors.js'
 import type { Store } from '../store/store.js'
 
 /** An ES256 key the proxy signs access tokens with (RFC 9068 §2.1). */
@@ -126,7 +127,14 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
 
   const current = async (): Promise<KeySet> => {
     if (cached && clock.now() - cached.loadedAt < refreshSeconds) return cached.set
-    return reload()
+    if (!cached) return reload()
+    // Keys change rarely and only through the store: while it is down, the copy in hand is
+    // still right, so signing, verification and the JWKS keep working through an outage.
+    const stale = cached.set
+    return reload().catch((error: unknown) => {
+      if (error instanceof StoreUnavailableError) return stale
+      throw error
+    })
   }
 
   await current()
