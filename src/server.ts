@@ -99,10 +99,13 @@ export async function startServer(
   const { logger, store } = deps
   try {
     const app = createApp(deps)
-    const server = await new Promise<Server>((resolve) => {
-      const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () =>
-        resolve(started as Server),
-      )
+    // A port already in use must fail start-up, not leave it waiting for a listen that never comes.
+    const server = await new Promise<Server>((resolve, reject) => {
+      const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => {
+        started.off('error', reject)
+        resolve(started as Server)
+      }) as Server
+      started.once('error', reject)
     })
     const { port } = server.address() as AddressInfo
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`
@@ -159,6 +162,8 @@ async function main(): Promise<void> {
   } catch (error) {
     if (error instanceof ConfigError) {
       for (const problem of error.problems) process.stderr.write(`config error: ${problem}\n`)
+    } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      process.stderr.write(`config error: PORT: ${config.host}:${config.port} is already in use\n`)
     } else {
       logger.fatal({ err: error }, 'start-up failed')
     }

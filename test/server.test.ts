@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { request } from 'node:http'
+import { createServer, request } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
 
 const ENTRY = ['--import', 'tsx', 'src/server.ts']
@@ -91,6 +91,26 @@ describe('the server process', () => {
       'config error: PUBLIC_URL: must be an https URL (plain http only on loopback)',
       'config error: PORT: must be a port number',
     ])
+  })
+
+  it('exits 1 naming the port when it is already in use', async () => {
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    const { port } = taken.address() as { port: number }
+    try {
+      const proc = start({
+        PUBLIC_URL: 'http://localhost:3000',
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        OIDC_ISSUER_URL: 'http://127.0.0.1:9',
+        OIDC_CLIENT_ID: 'id',
+      })
+      const [code] = await once(proc.child, 'exit')
+      expect(code).toBe(1)
+      expect(proc.stderr().trim()).toBe(`config error: PORT: 127.0.0.1:${port} is already in use`)
+    } finally {
+      taken.close()
+    }
   })
 
   it('finishes an in-flight request on SIGTERM, then exits 0', async () => {

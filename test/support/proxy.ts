@@ -38,6 +38,18 @@ export interface StartProxyOptions {
  * of it on loopback, configured through the same environment variables a deployment uses.
  */
 export async function startProxy(options: StartProxyOptions): Promise<ProxyUnderTest> {
+  // PUBLIC_URL needs the port before the proxy listens, so another test may take it in
+  // between: then everything starts again on a new port.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startProxyOnce(options)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw error
+    }
+  }
+}
+
+async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTest> {
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   const upstream = await startUpstream({
@@ -55,10 +67,16 @@ export async function startProxy(options: StartProxyOptions): Promise<ProxyUnder
     ...(options.store === 'redis' ? { REDIS_URL, REDIS_KEY_PREFIX: prefix } : {}),
     ...options.env,
   }
-  const server = await startServer(loadConfig(env), {
-    logger: pino({ level: 'silent' }),
-    fetch: options.fetch,
-  })
+  let server: RunningServer
+  try {
+    server = await startServer(loadConfig(env), {
+      logger: pino({ level: 'silent' }),
+      fetch: options.fetch,
+    })
+  } catch (error) {
+    await upstream.close()
+    throw error
+  }
   return {
     url,
     env,
