@@ -72,6 +72,8 @@ export interface Config {
   /** `aud` of downstream JWTs; undefined means the origin of `mcpUpstreamUrl`. */
   readonly downstreamJwtAudience: string | undefined
   readonly mcpSessions: 'stateful' | 'stateless'
+  /** Browser origins besides PUBLIC_URL's and loopback that may call `/mcp`; `*` for any. */
+  readonly mcpAllowedOrigins: readonly string[]
   /** Take the client address from `X-Forwarded-For` (only behind a proxy you run). */
   readonly trustProxy: boolean
   readonly logLevel: string
@@ -273,6 +275,16 @@ const EnvSchema = z.object({
     .optional(),
   DOWNSTREAM_JWT_AUDIENCE: nonEmpty.optional(),
   MCP_SESSIONS: oneOf(['stateful', 'stateless']).default('stateful'),
+  MCP_ALLOWED_ORIGINS: list.superRefine((origins, ctx) => {
+    for (const origin of origins) {
+      if (origin !== '*' && (!URL.canParse(origin) || new URL(origin).origin !== origin)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${origin} is not an origin (scheme://host[:port], no path)`,
+        })
+      }
+    }
+  }),
   TRUST_PROXY: bool(false),
   AUDIT_LOG: nonEmpty.optional(),
   METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters').optional(),
@@ -344,6 +356,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     downstreamJwtSecret: vars.DOWNSTREAM_JWT_SECRET,
     downstreamJwtAudience: vars.DOWNSTREAM_JWT_AUDIENCE,
     mcpSessions: vars.MCP_SESSIONS,
+    mcpAllowedOrigins: Object.freeze(vars.MCP_ALLOWED_ORIGINS),
     trustProxy: vars.TRUST_PROXY,
     logLevel: vars.LOG_LEVEL,
     auditLog: vars.AUDIT_LOG,

@@ -66,7 +66,7 @@ describe('the bearer gate on /mcp', () => {
     for (const method of ['GET', 'POST', 'DELETE', 'PUT']) {
       const response = await fetch(mcpUrl, {
         method,
-        headers: { origin: 'https://inspector.example', 'content-type': 'application/json' },
+        headers: { origin: 'http://localhost:6274', 'content-type': 'application/json' },
         body:
           method === 'POST' || method === 'PUT' ? JSON.stringify(initializeMessage()) : undefined,
       })
@@ -92,7 +92,7 @@ describe('the bearer gate on /mcp', () => {
     const response = await fetch(mcpUrl, {
       method: 'OPTIONS',
       headers: {
-        origin: 'https://inspector.example',
+        origin: 'http://localhost:6274',
         'access-control-request-method': 'POST',
         'access-control-request-headers':
           'authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id',

@@ -156,7 +156,7 @@ describe.each(CASES)('the MCP endpoint behind a %s upstream (%s store)', (flavor
     const opened = await mcpRequest(mcpUrl, {
       token: accessTokenOf(alice),
       body: initializeMessage(),
-      headers: { origin: 'https://inspector.example' },
+      headers: { origin: 'http://localhost:6274' },
     })
     expect(opened.headers.get('access-control-allow-origin')).toBe('*')
     expect(opened.headers.get('access-control-expose-headers')).toContain('Mcp-Session-Id')

@@ -10,6 +10,7 @@ import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { type McpEnv, mcpBearerAuth } from './auth.js'
 import { builtinTools } from './builtin-tools.js'
 import { forwardHandler } from './forward.js'
+import { originGuard } from './origin.js'
 import { createServerFactory, type ServerInfo } from './server.js'
 import {
   createSessionRegistry,
@@ -69,6 +70,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
       : statefulHandler(deps, newServer, options.sessions)
 
   const app = new Hono<McpEnv>()
+  app.use('/mcp', originGuard(deps.config))
   app.use(
     '/mcp',
     cors({
