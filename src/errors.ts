@@ -15,10 +15,11 @@ export class OAuthError extends Error {
     description?: string,
     options: { status?: number; headers?: Record<string, string>; internal?: unknown } = {},
   ) {
-    super(description ? `${code}: ${description}` : code)
+    const wire = description === undefined ? undefined : wireDescription(description)
+    super(wire ? `${code}: ${wire}` : code)
     this.name = 'OAuthError'
     this.code = code
-    this.description = description
+    this.description = wire
     this.status = options.status ?? defaultStatus(code)
     this.headers = options.headers ?? {}
     this.internal = options.internal
@@ -37,6 +38,17 @@ export class OAuthError extends Error {
 
 /** Headers every response carrying credentials or errors about them must have (RFC 6749 §5.1). */
 export const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const
+
+/**
+ * RFC 6749 §5.2 (and §4.1.2.1 for redirects) allows only %x20-21 / %x23-5B / %x5D-7E in
+ * `error_description`. Descriptions echo input (a redirect URI, a parameter name, a grant
+ * type), so quotes become `'` and anything else outside the set, controls included, `?`.
+ */
+function wireDescription(text: string): string {
+  return text
+    .replace(/[\u2018\u2019\u201c\u201d"]/g, "'")
+    .replace(/[^\x20-\x21\x23-\x5b\x5d-\x7e]/g, '?')
+}
 
 function defaultStatus(code: string): number {
   switch (code) {

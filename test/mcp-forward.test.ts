@@ -701,7 +701,7 @@ describe('forward mode with MCP_UPSTREAM_TOKEN=downstream-jwt', () => {
     expect(response.headers.get('www-authenticate')).toBeNull()
     expect(await response.json()).toEqual({
       error: 'server_error',
-      error_description: 'the MCP backend refused the proxy’s credentials',
+      error_description: "the MCP backend refused the proxy's credentials",
     })
   })
 })

@@ -145,9 +145,10 @@ describe('POST /register (RFC 7591)', () => {
       'redirect_uris: https://good.example@evil.example/cb must not contain user credentials',
     ],
     [
+      // RFC 6749 §5.2 keeps a backslash out of error_description: the echo shows `?`.
       { redirect_uris: ['https://good.example\\@evil.example/cb'] },
       'invalid_redirect_uri',
-      'redirect_uris: https://good.example\\@evil.example/cb must not contain whitespace, control characters or backslashes',
+      'redirect_uris: https://good.example?@evil.example/cb must not contain whitespace, control characters or backslashes',
     ],
     [
       { redirect_uris: ['/relative/cb'] },
@@ -203,7 +204,7 @@ describe('POST /register (RFC 7591)', () => {
     [
       { redirect_uris: ['https://a.example/cb'], response_types: ['token'] },
       'invalid_client_metadata',
-      'response_types: only "code" is supported',
+      "response_types: only 'code' is supported",
     ],
     [
       { redirect_uris: ['https://a.example/cb'], application_type: 'desktop' },

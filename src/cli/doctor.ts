@@ -44,7 +44,9 @@ export const DOCTOR_CLIENT_METADATA = {
 
 /** The headers a browser-based MCP client sends to the endpoint, which CORS must allow. */
 const CLIENT_HEADERS = ['authorization', 'content-type', 'mcp-protocol-version']
-const PROBE_ORIGIN = 'https://mcp-oauth-proxy-doctor.invalid'
+// The origin of the MCP Inspector's web UI: a browser client every MCP server should admit.
+// A made-up origin would rightly meet the DNS-rebinding check (403) of a compliant server.
+const PROBE_ORIGIN = 'http://localhost:6274'
 const INITIALIZE = {
   jsonrpc: '2.0',
   id: 1,
@@ -396,7 +398,7 @@ export async function runDoctor(
     }
   }
 
-  // The 401 challenge, read as a browser-based client from another origin would.
+  // The 401 challenge, read as a browser-based client (the Inspector's UI) would.
   let challenged: Response | undefined
   try {
     challenged = await request(resource.href, {

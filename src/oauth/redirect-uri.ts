@@ -94,7 +94,10 @@ export function inferApplicationType(redirectUris: readonly string[]): Applicati
 export function redirectUriMatches(registered: string, requested: string): boolean {
   if (registered === requested) return true
   if (!URL.canParse(registered) || !URL.canParse(requested)) return false
-  if (/[\s\\#]/.test(requested)) return false
+  // The URL parser strips leading and trailing controls, so `\u0000http://127.0.0.1/cb` would
+  // parse as the registered URI: a string that needs rewriting is not the registered one.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it refuses
+  if (/[\s\\#\u0000-\u001f\u007f]/.test(requested)) return false
   const a = new URL(registered)
   const b = new URL(requested)
   return (

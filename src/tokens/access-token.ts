@@ -140,6 +140,12 @@ export async function verifyAccessToken(
     }
     throw invalid('the access token signature or format is invalid', error)
   }
+  // We mint these as strings; anything else is not our token, and String() of an object whose
+  // toString is not a function would throw (a 500 instead of invalid_token).
+  for (const claim of ['sub', 'client_id', 'jti'] as const) {
+    if (typeof payload[claim] !== 'string')
+      throw invalid(`the access token's ${claim} claim is not valid here`)
+  }
   let upstream: SealedUpstream
   try {
     upstream = await unseal<SealedUpstream>(keys, String(payload.upt))
@@ -148,11 +154,11 @@ export async function verifyAccessToken(
   }
   return {
     token,
-    sub: String(payload.sub),
-    clientId: String(payload.client_id),
+    sub: payload.sub as string,
+    clientId: payload.client_id as string,
     scopes: typeof payload.scope === 'string' && payload.scope ? payload.scope.split(' ') : [],
     actor: payload.actor === 'agent' ? 'agent' : 'user',
-    jti: String(payload.jti),
+    jti: payload.jti as string,
     issuedAt: Number(payload.iat),
     expiresAt: Number(payload.exp),
     email: optionalString(payload.email),
