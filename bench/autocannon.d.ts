@@ -28,6 +28,8 @@ declare module 'autocannon' {
       /** Seconds; ignored when `amount` is set. */
       duration?: number
       amount?: number
+      /** Milliseconds between samples; a run with `amount` ends only at the next one. */
+      sampleInt?: number
       /** Seconds before a request counts as timed out. */
       timeout?: number
       method?: string

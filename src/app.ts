@@ -33,8 +33,8 @@ export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
     metrics,
     audit:
       appDeps.audit ??
-      ((event, fields) => {
-        trail.audit(event, fields)
+      ((event, fields, requestId) => {
+        trail.audit(event, fields, requestId)
         metrics.observe(event, fields)
       }),
   } satisfies Deps
@@ -50,6 +50,8 @@ export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
   app.use(metrics.middleware)
 
   app.use(async function requestLog(c, next) {
+    // At the production level (`info`) this line is never written: skip measuring for it.
+    if (!deps.logger.isLevelEnabled('debug')) return next()
     const started = performance.now()
     await next()
     // The path only: query strings carry codes and states.

@@ -1,6 +1,5 @@
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { randomUUID } from 'node:crypto'
-import type { MiddlewareHandler } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
 import { type DestinationStream, destination, type Logger, pino } from 'pino'
 
 /** The security events the proxy records, one JSON line each. */
@@ -39,8 +38,11 @@ export interface AuditFields {
   tool?: string | undefined
 }
 
-/** Records an audit event, stamped with the current request's correlation id. */
-export type Audit = (event: AuditEventName, fields: AuditFields) => void
+/**
+ * Records an audit event, stamped with the correlation id of the request it happened in
+ * (`requestIdOf(c)`; absent outside a request).
+ */
+export type Audit = (event: AuditEventName, fields: AuditFields, requestId?: string) => void
 
 /** The audit trail: its writer, and the middleware that gives each request its correlation id. */
 export interface AuditTrail {
@@ -49,11 +51,14 @@ export interface AuditTrail {
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/
+const REQUEST_ID_VARIABLE = 'requestId'
 
 /**
  * Creates the audit trail. Events go through pino, to `path` when given (`AUDIT_LOG`) and
  * otherwise to `logger`'s destination with the other logs. Each request gets a correlation id
- * (a well-formed incoming `X-Request-Id`, or a new UUID), echoed in the response.
+ * (a well-formed incoming `X-Request-Id`, or a new UUID), echoed in the response and kept on
+ * the Hono context, from which the routes pass it with the events they record. Not an
+ * AsyncLocalStorage: on Node 20 that turns on promise hooks for every promise in the process.
  */
 export function createAuditTrail(
   logger: Logger,
@@ -65,18 +70,15 @@ export function createAuditTrail(
     : path
       ? pino({ base: { stream: 'audit' } }, destination({ dest: path, mkdir: true, sync: false }))
       : logger.child({ stream: 'audit' })
-  const context = new AsyncLocalStorage<{ requestId: string }>()
   return {
-    audit(event, fields) {
-      out.info(
-        { event, request_id: context.getStore()?.requestId, ...withoutUndefined(fields) },
-        event,
-      )
+    audit(event, fields, requestId) {
+      out.info({ event, request_id: requestId, ...withoutUndefined(fields) }, event)
     },
     correlate: async function correlate(c, next) {
       const incoming = c.req.header('x-request-id')
       const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID()
-      await context.run({ requestId }, next)
+      c.set(REQUEST_ID_VARIABLE, requestId)
+      await next()
       try {
         c.res.headers.set('x-request-id', requestId)
       } catch {
@@ -86,6 +88,25 @@ export function createAuditTrail(
       }
     },
   }
+}
+
+/** The correlation id `correlate` gave request `c`; undefined where it did not run. */
+export function requestIdOf(c: Context): string | undefined {
+  return c.get(REQUEST_ID_VARIABLE) as string | undefined
+}
+
+/**
+ * `deps` for the protocol functions request `c` calls: their audit events carry its
+ * correlation id.
+ */
+export function forRequest<D extends { readonly audit?: Audit | undefined }>(
+  deps: D,
+  c: Context,
+): D {
+  const { audit } = deps
+  const requestId = requestIdOf(c)
+  if (!audit || requestId === undefined) return deps
+  return { ...deps, audit: (event, fields) => audit(event, fields, requestId) }
 }
 
 function withoutUndefined(fields: AuditFields): AuditFields {

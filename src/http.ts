@@ -20,12 +20,22 @@ export function clientIp(c: Context, trustProxy: boolean): string {
 /**
  * Reads the request body as text, refusing more than `maxBytes` with 413 — checked against
  * Content-Length first, then while streaming, so a lying or absent length cannot exhaust memory.
+ *
+ * A body with a Content-Length within the limit is read in one piece: Node's HTTP parser never
+ * delivers more than the declared length, and reading it through `c.req` spares
+ * `@hono/node-server` building a whole WHATWG `Request` (headers and stream) for `c.req.raw.body`.
+ * The size is checked again after reading, for requests that did not come through that parser.
+ * A body without a length (chunked) is streamed and cut off at the limit.
  */
 export async function readBody(c: Context, maxBytes: number): Promise<string> {
-  const tooLarge = () =>
-    new OAuthError('invalid_request', `the request body exceeds ${maxBytes} bytes`, { status: 413 })
-  const declared = Number(c.req.header('content-length'))
-  if (declared > maxBytes) throw tooLarge()
+  const length = c.req.header('content-length')
+  const declared = Number(length)
+  if (declared > maxBytes) throw tooLarge(maxBytes)
+  if (length !== undefined && Number.isSafeInteger(declared) && declared >= 0) {
+    const bytes = Buffer.from(await c.req.arrayBuffer())
+    if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes)
+    return bytes.toString('utf8')
+  }
   const body = c.req.raw.body
   if (!body) return ''
   const reader = body.getReader()
@@ -37,11 +47,17 @@ export async function readBody(c: Context, maxBytes: number): Promise<string> {
     size += value.byteLength
     if (size > maxBytes) {
       await reader.cancel()
-      throw tooLarge()
+      throw tooLarge(maxBytes)
     }
     chunks.push(value)
   }
   return Buffer.concat(chunks).toString('utf8')
+}
+
+function tooLarge(maxBytes: number): OAuthError {
+  return new OAuthError('invalid_request', `the request body exceeds ${maxBytes} bytes`, {
+    status: 413,
+  })
 }
 
 /** True when the request's media type is `type` (parameters such as charset ignored). */
@@ -54,13 +70,50 @@ export function hasMediaType(c: Context, type: string): boolean {
  * discovery, registration, token and revocation. No credentials are involved, so any origin.
  */
 export function publicCors(allowMethods: string[]): MiddlewareHandler {
-  return cors({
-    origin: '*',
+  return anyOriginCors({
     allowMethods: [...allowMethods, 'OPTIONS'],
     allowHeaders: ['Authorization', 'Content-Type', 'MCP-Protocol-Version'],
     exposeHeaders: ['WWW-Authenticate'],
     maxAge: 86_400,
   })
+}
+
+/**
+ * `hono/cors` with `origin: '*'` and no credentials, answering exactly as it does, for less.
+ * Preflights go to `hono/cors` itself. On other requests it writes its headers to `c.res`
+ * before the handler runs, and Hono then copies that placeholder into the handler's response
+ * by rebuilding the response (on Node that materialises a WHATWG `Response` and turns a string
+ * body into a stream); here the same two headers are set on the handler's response instead.
+ */
+export function anyOriginCors(options: {
+  allowMethods: string[]
+  allowHeaders: string[]
+  exposeHeaders: string[]
+  maxAge: number
+}): MiddlewareHandler {
+  const preflight = cors({ origin: '*', ...options })
+  const exposed = options.exposeHeaders.join(',')
+  const stamp = (headers: Headers) => {
+    headers.set('access-control-allow-origin', '*')
+    if (exposed) headers.set('access-control-expose-headers', exposed)
+  }
+  return async function anyOriginCorsMiddleware(c, next) {
+    if (c.req.method === 'OPTIONS') return preflight(c, next)
+    try {
+      await next()
+    } catch (error) {
+      // Whatever answers the error is merged with `c.res`, as with hono/cors's placeholder.
+      stamp(c.res.headers)
+      throw error
+    }
+    try {
+      stamp(c.res.headers)
+    } catch {
+      // Some responses carry immutable headers; a copy takes them.
+      c.res = new Response(c.res.body, c.res)
+      stamp(c.res.headers)
+    }
+  }
 }
 
 /** 405 with `Allow` for a known path hit with a method it does not serve (RFC 9110 §15.5.6). */

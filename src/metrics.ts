@@ -128,6 +128,10 @@ export function createMetrics(): Metrics {
         add: (key, value, ttl) => counted('add', () => store.add(key, value, ttl)),
         take: <T>(key: string) => counted('take', () => store.take<T>(key)),
         delete: (key) => counted('delete', () => store.delete(key)),
+        deleteIf: (key, expected) => counted('delete_if', () => store.deleteIf(key, expected)),
+        takeOnce: <T>(key: string, markerKey: string, marker: unknown, ttl: number) =>
+          counted('take_once', () => store.takeOnce<T>(key, markerKey, marker, ttl)),
+        putMany: (entries) => counted('put_many', () => store.putMany(entries)),
         increment: (key, ttl) => counted('increment', () => store.increment(key, ttl)),
         ping: () => counted('ping', () => store.ping()),
         close: () => store.close(),

@@ -106,6 +106,83 @@ describe.each([
     expect(await store.get('k:del')).toBeUndefined()
   })
 
+  it('deleteIf deletes only the expected value, once among concurrent callers', async () => {
+    await store.put('k:del-if', 'holder-1', 10)
+    expect(await store.deleteIf('k:del-if', 'holder-2')).toBe(false)
+    expect(await store.get('k:del-if')).toBe('holder-1')
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => store.deleteIf('k:del-if', 'holder-1')),
+    )
+    expect(results.filter(Boolean)).toHaveLength(1)
+    expect(await store.get('k:del-if')).toBeUndefined()
+    expect(await store.deleteIf('k:del-if', 'holder-1')).toBe(false)
+    await store.put('k:del-if', { a: [1] }, 10)
+    expect(await store.deleteIf('k:del-if', { a: [1] })).toBe(true)
+  })
+
+  it('deleteIf leaves an expired key to its expiry', async () => {
+    await store.put('k:del-if-ttl', 'holder', 0.05)
+    await subject.elapse(0.2)
+    expect(await store.deleteIf('k:del-if-ttl', 'holder')).toBe(false)
+  })
+
+  it('takeOnce takes the value and leaves the marker, for exactly one of many', async () => {
+    await store.put('k:once', { code: 1 }, 10)
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () => store.takeOnce('k:once', 'k:once-used', 'grant-1', 10)),
+    )
+    expect(results.filter((r) => r !== undefined)).toEqual([{ code: 1 }])
+    expect(await store.get('k:once')).toBeUndefined()
+    expect(await store.get('k:once-used')).toBe('grant-1')
+    expect(await store.takeOnce('k:once', 'k:once-used', 'grant-2', 10)).toBeUndefined()
+    expect(await store.get('k:once-used')).toBe('grant-1')
+  })
+
+  it('takeOnce changes nothing when the marker is there or the value is not', async () => {
+    await store.put('k:once-marked', 'value', 10)
+    await store.put('k:once-marked-used', 'earlier', 10)
+    expect(await store.takeOnce('k:once-marked', 'k:once-marked-used', 'later', 10)).toBeUndefined()
+    expect(await store.get('k:once-marked')).toBe('value')
+    expect(await store.get('k:once-marked-used')).toBe('earlier')
+    expect(await store.takeOnce('k:once-none', 'k:once-none-used', 'x', 10)).toBeUndefined()
+    expect(await store.get('k:once-none-used')).toBeUndefined()
+  })
+
+  it('takeOnce gives the marker its own TTL', async () => {
+    await store.put('k:once-ttl', 'value', 30)
+    expect(await store.takeOnce('k:once-ttl', 'k:once-ttl-used', 'm', 0.05)).toBe('value')
+    await subject.elapse(0.2)
+    expect(await store.get('k:once-ttl-used')).toBeUndefined()
+    await expect(store.takeOnce('k:once-ttl', 'k:once-ttl-used', 'm', 0)).rejects.toThrow(
+      RangeError,
+    )
+  })
+
+  it('putMany writes every entry with its own TTL', async () => {
+    await store.putMany([
+      { key: 'k:many-a', value: { a: 1 }, ttlSeconds: 0.05 },
+      { key: 'k:many-b', value: 'b', ttlSeconds: 30 },
+    ])
+    expect(await store.get('k:many-a')).toEqual({ a: 1 })
+    expect(await store.get('k:many-b')).toBe('b')
+    await subject.elapse(0.2)
+    expect(await store.get('k:many-a')).toBeUndefined()
+    expect(await store.get('k:many-b')).toBe('b')
+    await store.putMany([{ key: 'k:many-b', value: 'one', ttlSeconds: 10 }])
+    expect(await store.get('k:many-b')).toBe('one')
+    await expect(store.putMany([])).resolves.toBeUndefined()
+  })
+
+  it('putMany refuses a batch with a bad TTL and writes none of it', async () => {
+    await expect(
+      store.putMany([
+        { key: 'k:many-bad-a', value: 1, ttlSeconds: 10 },
+        { key: 'k:many-bad-b', value: 2, ttlSeconds: 0 },
+      ]),
+    ).rejects.toThrow(RangeError)
+    expect(await store.get('k:many-bad-a')).toBeUndefined()
+  })
+
   it('counts increments within a window and restarts after it', async () => {
     const counts = await Promise.all(
       Array.from({ length: 10 }, () => store.increment('k:count', 0.3)),

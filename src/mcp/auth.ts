@@ -1,6 +1,6 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
 import type { MiddlewareHandler } from 'hono'
-import type { Audit } from '../audit.js'
+import { type Audit, requestIdOf } from '../audit.js'
 import type { Config } from '../config.js'
 import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
 import { hasMediaType, readBody } from '../http.js'
@@ -66,7 +66,11 @@ export function mcpBearerAuth(
     } catch (error) {
       const refusal = challenged(error)
       if (refusal instanceof OAuthError && refusal.code === 'invalid_token') {
-        options.audit?.('mcp.denied', { error: 'invalid_token', reason: refusal.description })
+        options.audit?.(
+          'mcp.denied',
+          { error: 'invalid_token', reason: refusal.description },
+          requestIdOf(c),
+        )
       }
       throw refusal
     }
@@ -89,14 +93,18 @@ export function mcpBearerAuth(
       }
       const needed = scopesNeeded(parsedBody, options.toolScopes, verified.scopes)
       if (needed.length) {
-        options.audit?.('mcp.denied', {
-          client_id: verified.clientId,
-          sub: verified.sub,
-          org: verified.orgCode ?? verified.orgId,
-          actor: verified.actor,
-          error: 'insufficient_scope',
-          scopes: needed,
-        })
+        options.audit?.(
+          'mcp.denied',
+          {
+            client_id: verified.clientId,
+            sub: verified.sub,
+            org: verified.orgCode ?? verified.orgId,
+            actor: verified.actor,
+            error: 'insufficient_scope',
+            scopes: needed,
+          },
+          requestIdOf(c),
+        )
         throw refuse(
           403,
           'insufficient_scope',
@@ -110,7 +118,7 @@ export function mcpBearerAuth(
     let upstreamAccessToken = verified.upstream.at
     if (c.req.method === 'POST') {
       try {
-        upstreamAccessToken = await options.upstreamTokens.accessToken(verified)
+        upstreamAccessToken = await options.upstreamTokens.accessToken(verified, requestIdOf(c))
       } catch (error) {
         throw challenged(error)
       }

@@ -2,10 +2,9 @@ import { randomUUID } from 'node:crypto'
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
 import { type Context, Hono } from 'hono'
-import { cors } from 'hono/cors'
 import type { Deps } from '../deps.js'
 import { refusalResponse } from '../errors.js'
-import { methodNotAllowed } from '../http.js'
+import { anyOriginCors, methodNotAllowed } from '../http.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { type McpEnv, mcpBearerAuth } from './auth.js'
 import { builtinTools } from './builtin-tools.js'
@@ -73,8 +72,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   app.use('/mcp', originGuard(deps.config))
   app.use(
     '/mcp',
-    cors({
-      origin: '*',
+    anyOriginCors({
       allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
       allowHeaders: [
         'Authorization',
@@ -120,7 +118,9 @@ type Handler = (c: Context<McpEnv>) => Promise<Response>
  * validator shared by the factory a server costs microseconds, so pooling would save little
  * while carrying one caller's `initialize` state (client info) into another's request. JSON
  * responses rather than SSE: the request is over when its response is, so the pair is closed
- * right after.
+ * right after — on the next turn of the event loop, once the SDK has finished its own
+ * bookkeeping for the answered requests. Closed at once, it would find them still in flight
+ * and abort each one (an `AbortError` apiece, nobody listening).
  */
 function statelessHandler(newServer: () => Server): Handler {
   const refuse = methodNotAllowed(['POST'])
@@ -133,7 +133,10 @@ function statelessHandler(newServer: () => Server): Handler {
     try {
       return await transport.handleRequest(c.req.raw, { authInfo, parsedBody })
     } finally {
-      await server.close()
+      setImmediate(() => {
+        // Closing only drops the pair's maps; nothing can be done if it fails.
+        server.close().catch(() => {})
+      })
     }
   }
 }

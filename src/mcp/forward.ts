@@ -1,6 +1,7 @@
 import { createHmac, hkdfSync } from 'node:crypto'
 import type { Context } from 'hono'
 import { SignJWT } from 'jose'
+import { requestIdOf } from '../audit.js'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { safeEqual, sha256 } from '../crypto.js'
@@ -72,7 +73,7 @@ export function forwardHandler(
     if (c.req.method === 'POST') return gated.caller.upstreamAccessToken
     try {
       const verified = await deps.verifier.verify(gated.authInfo.token)
-      return await options.upstreamTokens.accessToken(verified)
+      return await options.upstreamTokens.accessToken(verified, requestIdOf(c))
     } catch (error) {
       throw challenged(error)
     }

@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Logger } from 'pino'
+import { requestIdOf } from '../audit.js'
 import { type Config, ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
@@ -60,7 +61,10 @@ export function requireBearer(
   }
   const { refuse, challenged } = bearerRefusals(deps.config)
 
-  const authenticate = async (authorization: string | undefined): Promise<RequestAuth> => {
+  const authenticate = async (
+    authorization: string | undefined,
+    requestId: string | undefined,
+  ): Promise<RequestAuth> => {
     const token = bearerToken(authorization)
     // No error code in the header when no token was sent (RFC 6750 §3.1).
     if (!token) throw refuse(401, undefined, 'an access token is required')
@@ -80,7 +84,7 @@ export function requireBearer(
       )
     }
     try {
-      upstreamAccessToken = await deps.upstreamTokens.accessToken(verified)
+      upstreamAccessToken = await deps.upstreamTokens.accessToken(verified, requestId)
     } catch (error) {
       throw challenged(error)
     }
@@ -95,7 +99,7 @@ export function requireBearer(
   return async function requireAuth(c, next) {
     let auth: RequestAuth
     try {
-      auth = await authenticate(c.req.header('authorization'))
+      auth = await authenticate(c.req.header('authorization'), requestIdOf(c))
     } catch (error) {
       const response = refusalResponse(error, (refusal) =>
         deps.logger.warn(

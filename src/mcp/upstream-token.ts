@@ -11,8 +11,9 @@ export interface UpstreamTokenSource {
    * fresh, otherwise the grant's current one, refreshed at the upstream when nobody else has.
    * Throws `invalid_token` (401) when the grant is gone or the upstream ended the session, and
    * `temporarily_unavailable` (503) when the upstream or the store does not answer.
+   * `requestId` correlates the audit event of a session the upstream ended.
    */
-  accessToken(verified: VerifiedAccessToken): Promise<string>
+  accessToken(verified: VerifiedAccessToken, requestId?: string): Promise<string>
 }
 
 export interface UpstreamTokenSourceOptions {
@@ -29,7 +30,10 @@ interface Held {
   readonly obtainedAt: number
 }
 
-type SourceDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream'>
+type SourceDeps = Pick<
+  Deps,
+  'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream' | 'audit'
+>
 
 /**
  * Proxy tokens outlive the upstream token they carry when the proxy can refresh it (hosted
@@ -65,7 +69,12 @@ export function createUpstreamTokenSource(
     }
   }
 
-  const refresh = async (verified: VerifiedAccessToken, grantId: string, stale: Held) => {
+  const refresh = async (
+    verified: VerifiedAccessToken,
+    grantId: string,
+    stale: Held,
+    requestId: string | undefined,
+  ) => {
     if (!upstream) throw new Error('unreachable: refresh without an upstream')
     const refreshed = await withLock(
       deps.store,
@@ -81,7 +90,15 @@ export function createUpstreamTokenSource(
         if (current.expiresAt > stale.exp && current.expiresAt > now) {
           return { at: current.accessToken, exp: current.expiresAt, obtainedAt: now }
         }
-        const { tokens } = await refreshGrantUpstream({ ...deps, upstream }, grant)
+        const { audit } = deps
+        const { tokens } = await refreshGrantUpstream(
+          {
+            ...deps,
+            upstream,
+            audit: audit && ((event, fields) => audit(event, fields, requestId)),
+          },
+          grant,
+        )
         deps.logger.debug(
           { event: 'mcp.upstream_refreshed', client_id: grant.clientId, sub: grant.sub },
           'upstream token refreshed for an MCP request',
@@ -101,7 +118,7 @@ export function createUpstreamTokenSource(
   }
 
   return {
-    async accessToken(verified) {
+    async accessToken(verified, requestId) {
       const { gid } = verified.upstream
       const sealed: Held = {
         at: verified.upstream.at,
@@ -117,7 +134,7 @@ export function createUpstreamTokenSource(
       if (fresh(best, now)) return best.at
       let pending = refreshing.get(gid)
       if (!pending) {
-        const started = refresh(verified, gid, best).finally(() => {
+        const started = refresh(verified, gid, best, requestId).finally(() => {
           if (refreshing.get(gid) === started) refreshing.delete(gid)
         })
         refreshing.set(gid, started)

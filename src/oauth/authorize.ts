@@ -1,4 +1,5 @@
 import { type Context, Hono } from 'hono'
+import { type AuditEventName, type AuditFields, requestIdOf } from '../audit.js'
 import { randomToken, safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
@@ -55,12 +56,14 @@ type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
  * upstream login in the middle (OAuth 2.1 §4.1, RFC 7636, RFC 8707, RFC 9207).
  */
 export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
-  const { config, store, clock, logger, audit } = deps
+  const { config, store, clock, logger } = deps
+  const audit = (c: Context, event: AuditEventName, fields: AuditFields) =>
+    deps.audit(event, fields, requestIdOf(c))
   const app = new Hono()
 
   /** A page, not a redirect: used until the client and redirect URI are trusted. */
   const errorPage = (c: Context, error: string, description: string, status: 400 | 403 = 400) => {
-    audit('authorization.refused', { error, reason: description })
+    audit(c, 'authorization.refused', { error, reason: description })
     return c.html(renderErrorPage(error, description), status, pageHeaders())
   }
 
@@ -85,7 +88,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     error: OAuthError,
     status: 302 | 303 = 302,
   ) => {
-    audit('authorization.refused', {
+    audit(c, 'authorization.refused', {
       client_id: request.clientId,
       flow_id: request.flowId,
       error: error.code,
@@ -292,7 +295,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     }
     const { csrfToken: _csrf, ...request } = pending
     if (form.get('decision') !== 'allow') {
-      audit('consent.denied', { client_id: request.clientId, flow_id: request.flowId })
+      audit(c, 'consent.denied', { client_id: request.clientId, flow_id: request.flowId })
       return errorToClient(
         c,
         request,
@@ -300,7 +303,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
         303,
       )
     }
-    audit('consent.granted', {
+    audit(c, 'consent.granted', {
       client_id: request.clientId,
       flow_id: request.flowId,
       scopes: request.scopes,
@@ -323,7 +326,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       return errorPage(c, 'invalid_request', 'this sign-in expired or was already completed')
     const browser = browserId(c, config)
     if (!browser || sha256(browser) !== transaction.browser) {
-      audit('authorization.refused', {
+      audit(c, 'authorization.refused', {
         client_id: transaction.clientId,
         flow_id: transaction.flowId,
         error: 'access_denied',
@@ -379,7 +382,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       deps.authorizeUser,
     )
     if (refusal) {
-      audit('policy.refused', {
+      audit(c, 'policy.refused', {
         client_id: transaction.clientId,
         flow_id: transaction.flowId,
         sub: result.identity.sub,
@@ -404,7 +407,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       codeChallenge: transaction.codeChallenge,
       resource: transaction.resource,
     })
-    audit('authorization.granted', {
+    audit(c, 'authorization.granted', {
       client_id: transaction.clientId,
       flow_id: transaction.flowId,
       sub: grant.sub,

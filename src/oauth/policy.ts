@@ -2,8 +2,9 @@ import type { Config } from '../config.js'
 import type { UpstreamIdentity } from '../upstream/upstream.js'
 
 /**
- * A library user's own decision about a signed-in user or agent: `true` lets them in, `false`
- * or a string (the reason, shown to the client) refuses them.
+ * A library user's own decision about a user signing in (after the configured policy): `true`
+ * lets them in, `false` or a string (the reason, shown to the client) refuses them. Agents
+ * (client_credentials) are governed by `M2M_ALLOWED_CLIENTS` and `ALLOWED_ORG_CODES` instead.
  */
 export type AuthorizeUser = (
   user: UpstreamIdentity & { clientId: string },

@@ -1,4 +1,5 @@
 import { Hono } from 'hono'
+import { requestIdOf } from '../audit.js'
 import type { Deps } from '../deps.js'
 import { NO_STORE, OAuthError } from '../errors.js'
 import { clientIp, hasMediaType, methodNotAllowed, publicCors, readBody } from '../http.js'
@@ -33,10 +34,11 @@ export function registerRoutes(
       }
       const metadata = validateClientMetadata(parseJson(await readBody(c, MAX_REGISTRATION_BYTES)))
       const { client, clientSecret } = await clients.register(metadata)
-      deps.audit('client.registered', {
-        client_id: client.clientId,
-        auth_method: client.tokenEndpointAuthMethod,
-      })
+      deps.audit(
+        'client.registered',
+        { client_id: client.clientId, auth_method: client.tokenEndpointAuthMethod },
+        requestIdOf(c),
+      )
       const body = toClientMetadata(client)
       if (clientSecret)
         Object.assign(body, { client_secret: clientSecret, client_secret_expires_at: 0 })

@@ -1,4 +1,5 @@
 import { Hono } from 'hono'
+import { forRequest } from '../audit.js'
 import type { Deps } from '../deps.js'
 import { NO_STORE, OAuthError } from '../errors.js'
 import { methodNotAllowed, publicCors } from '../http.js'
@@ -32,7 +33,8 @@ export function revokeRoutes(deps: RouteDeps, clients: Clients) {
     if (!token) throw new OAuthError('invalid_request', 'token is missing')
     const tryAccessFirst = form.token_type_hint === 'access_token' || token.split('.').length === 3
     const attempts = tryAccessFirst ? [revokeAccess, revokeRefresh] : [revokeRefresh, revokeAccess]
-    for (const attempt of attempts) if (await attempt(deps, token, client.clientId)) break
+    const scoped = forRequest(deps, c)
+    for (const attempt of attempts) if (await attempt(scoped, token, client.clientId)) break
     return c.body(null, 200, NO_STORE)
   })
   app.all('/revoke', methodNotAllowed(['POST']))

@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto'
 import { Hono } from 'hono'
+import { forRequest } from '../audit.js'
 import { safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { NO_STORE, OAuthError, upstreamUnavailable } from '../errors.js'
 import { methodNotAllowed, publicCors } from '../http.js'
 import { consumeRate } from '../rate-limit.js'
+import type { StoreEntry } from '../store/store.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
 import {
   codeGrantId,
@@ -58,7 +60,7 @@ export function tokenRoutes(deps: RouteDeps, clients: Clients) {
     const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
     if (!handler)
       throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
-    const body = await handler(deps, clients, c.req.header('authorization'), form)
+    const body = await handler(forRequest(deps, c), clients, c.req.header('authorization'), form)
     return c.json(body, 200, NO_STORE)
   })
   app.all('/token', methodNotAllowed(['POST']))
@@ -122,7 +124,7 @@ async function exchangeCode(
   // a replay that then revokes them. Redeeming outside the lock let a replay revoke the grant
   // before the winner read it, so that nobody got tokens.
   return withGrantLock(deps, grantId, async () => {
-    const redeemed = await redeemCode(deps, code)
+    const redeemed = await redeemCode(deps, code, grantId)
     if (!redeemed)
       throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
     if ('replayedGrantId' in redeemed) {
@@ -148,18 +150,21 @@ async function exchangeCode(
     if (!grant)
       throw new OAuthError('invalid_grant', 'the authorization behind this code was revoked')
     const refresh = client.grantTypes.includes('refresh_token')
-      ? await issueRefreshToken(deps, grant)
+      ? issueRefreshToken(deps, grant)
       : undefined
-    return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh?.token)
+    return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh)
   })
 }
 
-/** Mints the access token for a grant, records its jti on the grant and answers. */
+/**
+ * Mints the access token for a grant, records its jti on the grant and answers, with the
+ * refresh token and the records it needs (`writes`) stored in the same step as the grant.
+ */
 async function issueTokens(
   deps: RouteDeps,
   grant: Grant,
   grantType: string,
-  refreshToken: string | undefined,
+  refresh: { readonly token: string; readonly writes?: readonly StoreEntry[] } | undefined,
   scopes: readonly string[] = grant.scopes,
 ): Promise<TokenResponse> {
   const upstream = await upstreamTokens(deps, grant)
@@ -172,10 +177,11 @@ async function issueTokens(
     upstream: { at: upstream.accessToken, exp: upstream.expiresAt, gid: grant.id },
     upstreamRefreshable: Boolean(upstream.refreshToken),
   })
-  await saveGrant(deps, {
-    ...grant,
-    accessTokens: [...grant.accessTokens, { jti: access.jti, exp: access.expiresAt }],
-  })
+  await saveGrant(
+    deps,
+    { ...grant, accessTokens: [...grant.accessTokens, { jti: access.jti, exp: access.expiresAt }] },
+    refresh?.writes,
+  )
   deps.audit('token.issued', {
     grant_type: grantType,
     client_id: grant.clientId,
@@ -191,7 +197,7 @@ async function issueTokens(
     token_type: 'Bearer',
     expires_in: access.expiresIn,
     scope: scopes.join(' '),
-    ...(refreshToken ? { refresh_token: refreshToken } : {}),
+    ...(refresh ? { refresh_token: refresh.token } : {}),
   }
 }
 
@@ -236,7 +242,7 @@ async function refreshTokens(
           deps,
           found.grant,
           'refresh_token',
-          found.successor,
+          { token: found.successor },
           narrow(found.grant, form.scope),
         )
       case 'current': {
@@ -244,7 +250,7 @@ async function refreshTokens(
         const scopes = narrow(found.grant, form.scope)
         const refreshed = await refreshGrantUpstream(deps, found.grant)
         const rotated = await rotateRefreshToken(deps, refreshed.grant, found.hash)
-        return issueTokens(deps, rotated.grant, 'refresh_token', rotated.token, scopes)
+        return issueTokens(deps, rotated.grant, 'refresh_token', rotated, scopes)
       }
     }
   }

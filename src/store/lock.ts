@@ -22,9 +22,9 @@ export async function withLock<T>(
   try {
     return await fn()
   } finally {
-    // Best effort: release only what is still ours (a TTL may have handed it to another).
-    if ((await store.get<string>(key).catch(() => undefined)) === holder)
-      await store.delete(key).catch(() => {})
+    // Best effort: release only what is still ours (a TTL may have handed it to another),
+    // compared and deleted in one step so another's lock taken in between stays taken.
+    await store.deleteIf(key, holder).catch(() => {})
   }
 }
 

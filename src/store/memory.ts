@@ -58,6 +58,28 @@ export function createMemoryStore(clock: Clock): Store {
     async delete(key) {
       entries.delete(key)
     },
+    async deleteIf(key, expected) {
+      const entry = live(key)
+      if (!entry || entry.json !== JSON.stringify(expected)) return false
+      entries.delete(key)
+      return true
+    },
+    async takeOnce<T>(key: string, markerKey: string, marker: unknown, ttlSeconds: number) {
+      assertTtl(ttlSeconds)
+      const entry = live(key)
+      if (!entry || live(markerKey)) return undefined
+      write(markerKey, JSON.stringify(marker), ttlSeconds)
+      entries.delete(key)
+      return JSON.parse(entry.json) as T
+    },
+    async putMany(batch) {
+      // All checked and serialised before anything is written: none or all, as with Redis.
+      const prepared = batch.map(({ key, value, ttlSeconds }) => {
+        assertTtl(ttlSeconds)
+        return { key, json: JSON.stringify(value), ttlSeconds }
+      })
+      for (const { key, json, ttlSeconds } of prepared) write(key, json, ttlSeconds)
+    },
     async increment(key, ttlSeconds) {
       const entry = live(key)
       const count = entry ? (JSON.parse(entry.json) as number) + 1 : 1

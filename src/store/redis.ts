@@ -11,6 +11,25 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number
 }
 
+/** `deleteIf`: compare-and-delete in one step. */
+const DELETE_IF = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
+/** `takeOnce`: the value, gone, and the marker, set, in one step; nothing when marked already. */
+const TAKE_ONCE = `
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+if not redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return false end
+redis.call('DEL', KEYS[1])
+return value`
+
+/** The scripts defined on the client (`defineCommand`: EVALSHA, with keys prefixed). */
+interface Scripts {
+  deleteIf(key: string, expected: string): Promise<number>
+  takeOnce(key: string, markerKey: string, marker: string, px: number): Promise<string | null>
+}
+
 /**
  * The shared store for several instances. Commands fail fast while Redis is away (no offline
  * queue) and the client keeps reconnecting in the background, so the proxy recovers without a
@@ -26,7 +45,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
     connectTimeout: options.commandTimeoutMs ?? 2000,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
   }
-  const redis = new Redis(options.url, redisOptions)
+  const redis = new Redis(options.url, redisOptions) as Redis & Scripts
+  redis.defineCommand('deleteIf', { numberOfKeys: 1, lua: DELETE_IF })
+  redis.defineCommand('takeOnce', { numberOfKeys: 2, lua: TAKE_ONCE })
   // Connection errors surface through the failing commands; an unhandled 'error' event would
   // only print ioredis' own warning.
   redis.on('error', () => {})
@@ -66,6 +87,34 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
       run(async () => {
         await redis.del(key)
       }),
+    deleteIf: (key, expected) =>
+      run(async () => (await redis.deleteIf(key, JSON.stringify(expected))) === 1),
+    takeOnce: async (key, markerKey, marker, ttlSeconds) => {
+      const px = ms(ttlSeconds)
+      return run(async () =>
+        decode(await redis.takeOnce(key, markerKey, JSON.stringify(marker), px)),
+      )
+    },
+    putMany: async (entries) => {
+      const writes = entries.map(({ key, value, ttlSeconds }) => ({
+        key,
+        json: JSON.stringify(value),
+        px: ms(ttlSeconds),
+      }))
+      const [only] = writes
+      if (!only) return
+      await run(async () => {
+        if (writes.length === 1) {
+          await redis.set(only.key, only.json, 'PX', only.px)
+          return
+        }
+        const transaction = redis.multi()
+        for (const { key, json, px } of writes) transaction.set(key, json, 'PX', px)
+        const replies = await transaction.exec()
+        const failed = replies?.find(([error]) => error)
+        if (!replies || failed) throw failed?.[0] ?? new Error('empty MULTI reply')
+      })
+    },
     increment: async (key, ttlSeconds) => {
       const px = ms(ttlSeconds)
       return run(async () => {

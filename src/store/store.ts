@@ -12,9 +12,35 @@ export interface Store {
   /** Atomic read-and-delete (Redis `GETDEL`): of many concurrent takes, exactly one wins. */
   take<T>(key: string): Promise<T | undefined>
   delete(key: string): Promise<void>
+  /**
+   * Deletes `key` only while it holds `expected` (its JSON compared), atomically: a lock's
+   * holder releasing its own lock and never the next holder's. True when it deleted.
+   */
+  deleteIf<T>(key: string, expected: T): Promise<boolean>
+  /**
+   * A one-shot `take` that leaves a marker, atomically: reads and deletes `key` and writes
+   * `marker` under `markerKey` (for `ttlSeconds`), unless `markerKey` is already there, when
+   * nothing changes and nothing is returned. Of concurrent calls at most one gets the value,
+   * and at no instant are both keys missing, so whoever comes after finds the marker.
+   */
+  takeOnce<T>(
+    key: string,
+    markerKey: string,
+    marker: unknown,
+    ttlSeconds: number,
+  ): Promise<T | undefined>
+  /** Writes several values in one step (one Redis round trip), each with its own TTL. */
+  putMany(entries: readonly StoreEntry[]): Promise<void>
   /** Adds one to a counter that starts its `ttlSeconds` window at the first increment. */
   increment(key: string, ttlSeconds: number): Promise<number>
   /** Resolves when the backend answers; rejects otherwise (readiness). */
   ping(): Promise<void>
   close(): Promise<void>
+}
+
+/** One write of `Store.putMany`. */
+export interface StoreEntry {
+  readonly key: string
+  readonly value: unknown
+  readonly ttlSeconds: number
 }

@@ -2,6 +2,7 @@ import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError, unavailable, upstreamUnavailable } from '../errors.js'
 import { LockTimeoutError, withLock } from '../store/lock.js'
+import type { StoreEntry } from '../store/store.js'
 import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../upstream/upstream.js'
 import type { IdentityClaims } from './access-token.js'
 import { seal, unseal } from './seal.js'
@@ -99,11 +100,21 @@ export async function findGrant(deps: GrantDeps, id: string): Promise<Grant | un
   return deps.store.get<Grant>(grantKey(id))
 }
 
-/** Writes the grant, forgetting access tokens that have expired anyway. */
-export async function saveGrant(deps: GrantDeps, grant: Grant): Promise<void> {
+/**
+ * Writes the grant, forgetting access tokens that have expired anyway, together with
+ * `alongside` (the refresh-token records an issuance made) in one step.
+ */
+export async function saveGrant(
+  deps: GrantDeps,
+  grant: Grant,
+  alongside: readonly StoreEntry[] = [],
+): Promise<void> {
   const now = deps.clock.now()
   const live = { ...grant, accessTokens: grant.accessTokens.filter((t) => t.exp > now) }
-  await deps.store.put(grantKey(grant.id), live, deps.config.refreshTokenTtlSeconds)
+  await deps.store.putMany([
+    ...alongside,
+    { key: grantKey(grant.id), value: live, ttlSeconds: deps.config.refreshTokenTtlSeconds },
+  ])
 }
 
 /** The grant's upstream token set. */
@@ -159,42 +170,51 @@ export async function codeGrantId(deps: GrantDeps, code: string): Promise<string
 }
 
 /**
- * Redeems a code atomically. A code seen before answers `replayed` with the grant it created,
- * so the caller can revoke what it issued (RFC 6749 §4.1.2, OAuth 2.1 §4.1.3).
+ * Redeems a code atomically; `grantId` is the code's own (`codeGrantId`), whose lock the caller
+ * holds. A code seen before answers `replayed` with the grant it created, so the caller can
+ * revoke what it issued (RFC 6749 §4.1.2, OAuth 2.1 §4.1.3).
  */
 export async function redeemCode(
   deps: GrantDeps,
   code: string,
+  grantId: string,
 ): Promise<{ record: CodeRecord } | { replayedGrantId: string } | undefined> {
   const hash = sha256(code)
-  const record = await deps.store.get<CodeRecord>(codeKey(hash))
-  if (record) {
-    // The "used" marker is the one-shot gate (SET NX): exactly one redeemer writes it, and
-    // from that instant every other attempt is a recognised replay — no window between a
-    // take and a later marker write where a replay would pass unnoticed.
-    if (await deps.store.add(usedCodeKey(hash), record.grantId, USED_CODE_MEMORY_SECONDS)) {
-      await deps.store.delete(codeKey(hash))
-      return { record }
-    }
-    return { replayedGrantId: record.grantId }
-  }
+  // The "used" marker is the one-shot gate, written as the code is taken and only if absent:
+  // exactly one redeemer gets the record, and from that instant every other attempt is a
+  // recognised replay — no window where neither the code nor its marker exists.
+  const record = await deps.store.takeOnce<CodeRecord>(
+    codeKey(hash),
+    usedCodeKey(hash),
+    grantId,
+    USED_CODE_MEMORY_SECONDS,
+  )
+  if (record) return { record }
   const replayedGrantId = await deps.store.get<string>(usedCodeKey(hash))
   return replayedGrantId ? { replayedGrantId } : undefined
 }
 
-/** Issues the first refresh token of a grant's family. */
-export async function issueRefreshToken(
-  deps: GrantDeps,
-  grant: Grant,
-): Promise<{ token: string; grant: Grant }> {
+/** A refresh token just issued, with the records to store along with its grant. */
+export interface IssuedRefreshToken {
+  readonly token: string
+  /** The grant with the new token current. */
+  readonly grant: Grant
+  /** Written with the grant (`saveGrant(deps, grant, writes)`), never before it. */
+  readonly writes: readonly StoreEntry[]
+}
+
+/** Issues the first refresh token of a grant's family; nothing is stored yet (`writes`). */
+export function issueRefreshToken(deps: GrantDeps, grant: Grant): IssuedRefreshToken {
   const token = randomToken(32)
   const hash = sha256(token)
-  await deps.store.put<RefreshRecord>(
-    refreshKey(hash),
-    { grantId: grant.id, clientId: grant.clientId },
-    deps.config.refreshTokenTtlSeconds,
-  )
-  return { token, grant: { ...grant, currentRefreshHash: hash } }
+  const record: RefreshRecord = { grantId: grant.id, clientId: grant.clientId }
+  return {
+    token,
+    grant: { ...grant, currentRefreshHash: hash },
+    writes: [
+      { key: refreshKey(hash), value: record, ttlSeconds: deps.config.refreshTokenTtlSeconds },
+    ],
+  }
 }
 
 /** What presenting a refresh token means for its family. */
@@ -231,23 +251,28 @@ export async function lookupRefreshToken(
 
 /**
  * Rotates the family's current refresh token: a new one becomes current, and the old one
- * remembers it (sealed) for the grace period so a retry gets the same answer.
+ * remembers it (sealed) for the grace period so a retry gets the same answer. Nothing is
+ * stored yet: `writes` go with the grant, so the rotation happens whole or not at all.
  */
 export async function rotateRefreshToken(
   deps: GrantDeps,
   grant: Grant,
   oldHash: string,
-): Promise<{ token: string; grant: Grant }> {
-  const { token, grant: rotated } = await issueRefreshToken(deps, grant)
+): Promise<IssuedRefreshToken> {
+  const issued = issueRefreshToken(deps, grant)
   const record: RefreshRecord = {
     grantId: grant.id,
     clientId: grant.clientId,
     rotatedAt: Math.floor(deps.clock.now()),
-    successor: await seal(deps.keys, token),
+    successor: await seal(deps.keys, issued.token),
   }
   // Kept past the grace so a later reuse is recognised as reuse (and ends the family).
-  await deps.store.put(refreshKey(oldHash), record, deps.config.refreshTokenTtlSeconds)
-  return { token, grant: rotated }
+  const retired = {
+    key: refreshKey(oldHash),
+    value: record,
+    ttlSeconds: deps.config.refreshTokenTtlSeconds,
+  }
+  return { ...issued, writes: [...issued.writes, retired] }
 }
 
 /** The upstream's shared lock for one grant: one instance refreshes its upstream token at a time. */
