@@ -108,15 +108,18 @@ export class StoreUnavailableError extends Error {
 
 /**
  * The response for a refusal: an `OAuthError` as itself, a silent store as 503; undefined for
- * anything else (a bug, for the host's error handler). Server-side refusals are reported to
- * `onServerError` first, so sub-apps mounted elsewhere log them like the main app does.
+ * anything else (a bug, for the host's error handler). Server-side refusals are logged first,
+ * so sub-apps mounted elsewhere log them as the main app does.
  */
 export function refusalResponse(
   error: unknown,
-  onServerError: (refusal: OAuthError) => void,
+  logger: { warn(fields: object, message: string): void },
+  path: string,
 ): Response | undefined {
   const refusal = error instanceof StoreUnavailableError ? unavailable(error) : error
   if (!(refusal instanceof OAuthError)) return undefined
-  if (refusal.status >= 500) onServerError(refusal)
+  if (refusal.status >= 500) {
+    logger.warn({ err: refusal.internal, code: refusal.code, path }, refusal.message)
+  }
   return refusal.getResponse()
 }

@@ -96,12 +96,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   // Refusals render here, so the endpoint answers the same when mounted in another app
   // (library mode); anything else goes on to the host app's error handler.
   app.onError((error, c) => {
-    const response = refusalResponse(error, (refusal) =>
-      deps.logger.warn(
-        { err: refusal.internal, code: refusal.code, path: c.req.path },
-        refusal.message,
-      ),
-    )
+    const response = refusalResponse(error, deps.logger, c.req.path)
     if (!response) throw error
     return response
   })

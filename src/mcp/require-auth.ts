@@ -101,12 +101,7 @@ export function requireBearer(
     try {
       auth = await authenticate(c.req.header('authorization'), requestIdOf(c))
     } catch (error) {
-      const response = refusalResponse(error, (refusal) =>
-        deps.logger.warn(
-          { err: refusal.internal, code: refusal.code, path: c.req.path },
-          refusal.message,
-        ),
-      )
+      const response = refusalResponse(error, deps.logger, c.req.path)
       if (!response) throw error
       return response
     }
