@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.js'
+import { CONFIG_VARIABLES, loadConfig } from '../src/config.js'
+import { problemsOf } from './support/config.js'
 
 const KINDE = {
   PUBLIC_URL: 'https://mcp.example.com',
@@ -14,16 +15,6 @@ const AUTH0 = {
   AUTH0_CLIENT_ID: 'id',
   AUTH0_CLIENT_SECRET: 'secret',
   AUTH0_AUDIENCE: 'https://api.acme.com',
-}
-
-function problemsOf(env: Record<string, string | undefined>): readonly string[] {
-  try {
-    loadConfig(env)
-  } catch (error) {
-    if (error instanceof ConfigError) return error.problems
-    throw error
-  }
-  throw new Error('expected a ConfigError')
 }
 
 describe('loadConfig', () => {

@@ -7,12 +7,13 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import { Hono } from 'hono'
 import { createRemoteJWKSet, decodeJwt, type JWTPayload, jwtVerify, SignJWT } from 'jose'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { ConfigError, loadConfig } from '../src/config.js'
+import { loadConfig } from '../src/config.js'
 import type { GatedRequest } from '../src/mcp/auth.js'
 import { createDownstreamTokens, createSessionBinder } from '../src/mcp/forward.js'
 import { createMemoryStore } from '../src/store/memory.js'
 import { createKeys } from '../src/tokens/keys.js'
 import { createTestClock } from './support/clock.js'
+import { problemsOf } from './support/config.js'
 import type { TestOAuthProvider } from './support/flow.js'
 import {
   accessTokenOf,
@@ -715,16 +716,6 @@ describe('forward-mode configuration', () => {
     KINDE_CLIENT_ID: 'id',
     KINDE_CLIENT_SECRET: 'secret',
     MCP_UPSTREAM_URL: 'https://backend.example.com/mcp',
-  }
-
-  function problemsOf(env: Record<string, string | undefined>): readonly string[] {
-    try {
-      loadConfig(env)
-    } catch (error) {
-      if (error instanceof ConfigError) return error.problems
-      throw error
-    }
-    throw new Error('expected a ConfigError')
   }
 
   it('forwards the upstream token by default', () => {

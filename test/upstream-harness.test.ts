@@ -2,6 +2,7 @@
  * Proves that test/support/upstream.ts behaves like Kinde and like Auth0 for a confidential
  * OIDC client driven exactly as the proxy drives its upstream (openid-client v6).
  */
+
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createRemoteJWKSet, decodeJwt, type JWTPayload, jwtVerify } from 'jose'
@@ -20,8 +21,8 @@ import {
   randomState,
   refreshTokenGrant,
 } from 'openid-client'
-import { chromium } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium } from './support/browser.js'
 import {
   startUpstream,
   type Upstream,
@@ -373,18 +374,7 @@ describe.each(CASES)('upstream harness: $flavor', (c) => {
   })
 
   it('the login page works in headless Chromium', async () => {
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    })
+    const browser = await launchChromium()
     try {
       const state = randomState()
       const authorizationUrl = buildAuthorizationUrl(config, {

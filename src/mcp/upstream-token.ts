@@ -1,8 +1,7 @@
 import type { Deps } from '../deps.js'
-import { OAuthError, unavailable } from '../errors.js'
-import { LockTimeoutError, withLock } from '../store/lock.js'
+import { OAuthError } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
-import { findGrant, grantLockKey, refreshGrantUpstream, upstreamTokens } from '../tokens/grants.js'
+import { findGrant, refreshGrantUpstream, upstreamTokens, withGrantLock } from '../tokens/grants.js'
 
 /** Hands the MCP endpoint a caller's upstream access token that still works. */
 export interface UpstreamTokenSource {
@@ -76,38 +75,32 @@ export function createUpstreamTokenSource(
     requestId: string | undefined,
   ) => {
     if (!upstream) throw new Error('unreachable: refresh without an upstream')
-    const refreshed = await withLock(
-      deps.store,
-      grantLockKey(grantId),
-      async (): Promise<Held> => {
-        const grant = await findGrant(deps, grantId)
-        if (!grant || grant.sub !== verified.sub || grant.clientId !== verified.clientId) {
-          throw invalidToken('the authorization behind the access token has been revoked')
-        }
-        const current = await upstreamTokens(deps, grant)
-        const now = deps.clock.now()
-        // Someone refreshed since this token was judged stale: theirs is the one to use.
-        if (current.expiresAt > stale.exp && current.expiresAt > now) {
-          return { at: current.accessToken, exp: current.expiresAt, obtainedAt: now }
-        }
-        const { audit } = deps
-        const { tokens } = await refreshGrantUpstream(
-          {
-            ...deps,
-            upstream,
-            audit: audit && ((event, fields) => audit(event, fields, requestId)),
-          },
-          grant,
-        )
-        deps.logger.debug(
-          { event: 'mcp.upstream_refreshed', client_id: grant.clientId, sub: grant.sub },
-          'upstream token refreshed for an MCP request',
-        )
-        return { at: tokens.accessToken, exp: tokens.expiresAt, obtainedAt: deps.clock.now() }
-      },
-      { waitMs: deps.config.upstreamTimeoutSeconds * 1000 + 5000 },
-    ).catch((error: unknown) => {
-      if (error instanceof LockTimeoutError) throw unavailable(error)
+    const refreshed = await withGrantLock(deps, grantId, async (): Promise<Held> => {
+      const grant = await findGrant(deps, grantId)
+      if (!grant || grant.sub !== verified.sub || grant.clientId !== verified.clientId) {
+        throw invalidToken('the authorization behind the access token has been revoked')
+      }
+      const current = await upstreamTokens(deps, grant)
+      const now = deps.clock.now()
+      // Someone refreshed since this token was judged stale: theirs is the one to use.
+      if (current.expiresAt > stale.exp && current.expiresAt > now) {
+        return { at: current.accessToken, exp: current.expiresAt, obtainedAt: now }
+      }
+      const { audit } = deps
+      const { tokens } = await refreshGrantUpstream(
+        {
+          ...deps,
+          upstream,
+          audit: audit && ((event, fields) => audit(event, fields, requestId)),
+        },
+        grant,
+      )
+      deps.logger.debug(
+        { event: 'mcp.upstream_refreshed', client_id: grant.clientId, sub: grant.sub },
+        'upstream token refreshed for an MCP request',
+      )
+      return { at: tokens.accessToken, exp: tokens.expiresAt, obtainedAt: deps.clock.now() }
+    }).catch((error: unknown) => {
       if (error instanceof OAuthError && error.code === 'invalid_grant') {
         throw invalidToken('the identity provider ended this session; sign in again', error)
       }
