@@ -136,7 +136,10 @@ async function listTools({ server, token }: SignedIn, sessionId: string): Promis
     body: { jsonrpc: '2.0', id: 1, method: 'tools/list' },
   })
   const text = await response.text()
-  const data = /^data: (.+)$/m.exec(text)?.[1]
+  // The server may answer a request with JSON or with an SSE stream (MCP transports).
+  const data = response.headers.get('content-type')?.startsWith('text/event-stream')
+    ? /^data: (.+)$/m.exec(text)?.[1]
+    : text
   if (response.status !== 200 || !data) throw new Error(`tools/list: ${response.status} ${text}`)
   return JSON.parse(data)
 }

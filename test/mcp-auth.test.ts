@@ -16,6 +16,7 @@ import {
   initializeMessage,
   mcpRequest,
   resultJson,
+  rpcResponse,
   serveApp,
   toolCallMessage,
 } from './support/mcp.js'
@@ -388,14 +389,14 @@ describe('per-tool scopes (step-up, 403 insufficient_scope)', () => {
       token,
       body: toolCallMessage('admin_report', 1, { period: 'week' }),
     })
-    const { result } = (await ok.json()) as { result: unknown }
+    const { result } = (await rpcResponse(ok)) as { result: unknown }
     expect(resultJson(result)).toEqual({ period: 'week', sub: 'user-alice' })
 
     const bad = await mcpRequest(`${app.url}/mcp`, {
       token,
       body: toolCallMessage('admin_report', 2, { period: 'year' }),
     })
-    const { result: refused } = (await bad.json()) as {
+    const { result: refused } = (await rpcResponse(bad)) as {
       result: { isError: boolean; content: { text: string }[] }
     }
     expect(refused.isError).toBe(true)

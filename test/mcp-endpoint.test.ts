@@ -8,8 +8,10 @@ import {
   initializeMessage,
   mcpRequest,
   resultJson,
+  rpcResponse,
   serveApp,
   signedInProvider,
+  toolCallMessage,
 } from './support/mcp.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 import type { UpstreamFlavor } from './support/upstream.js'
@@ -216,22 +218,24 @@ describe('the MCP endpoint in stateless mode', () => {
     }
   })
 
-  it('answers each POST on its own, with JSON and no Mcp-Session-Id', async () => {
+  it('answers each POST on its own, with no Mcp-Session-Id', async () => {
     const token = accessTokenOf(alice)
-    const response = await mcpRequest(`${proxy.url}/mcp`, {
+    const list = await mcpRequest(`${proxy.url}/mcp`, {
       token,
-      body: {
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'tools/call',
-        params: { name: 'whoami', arguments: {} },
-      },
+      body: { jsonrpc: '2.0', id: 1, method: 'tools/list' },
     })
-    expect(response.status).toBe(200)
-    expect(response.headers.get('mcp-session-id')).toBeNull()
-    expect(response.headers.get('content-type')).toBe('application/json')
-    const body = (await response.json()) as { result: unknown }
-    expect(resultJson(body.result)).toMatchObject({ sub: ALICE.sub })
+    expect(list.status).toBe(200)
+    expect(list.headers.get('mcp-session-id')).toBeNull()
+    expect(list.headers.get('content-type')).toBe('application/json')
+    expect(await list.text()).toContain('whoami')
+
+    // A tool call is streamed, so what the tool says before its result reaches the client.
+    const call = await mcpRequest(`${proxy.url}/mcp`, { token, body: toolCallMessage('whoami', 2) })
+    expect(call.status).toBe(200)
+    expect(call.headers.get('mcp-session-id')).toBeNull()
+    expect(call.headers.get('content-type')).toBe('text/event-stream')
+    const { result } = (await rpcResponse(call)) as { result: unknown }
+    expect(resultJson(result)).toMatchObject({ sub: ALICE.sub })
   })
 
   it('refuses GET and DELETE with 405, as a server without streams may', async () => {

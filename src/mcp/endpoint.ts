@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto'
-import type { Server } from '@modelcontextprotocol/sdk/server/index.js'
-import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
+import {
+  type JSONRPCMessage,
+  type RequestInfo,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from '@modelcontextprotocol/sdk/types.js'
 import { type Context, Hono } from 'hono'
 import type { Deps } from '../deps.js'
 import { refusalResponse } from '../errors.js'
@@ -10,13 +13,21 @@ import { type McpEnv, mcpBearerAuth } from './auth.js'
 import { builtinTools } from './builtin-tools.js'
 import { forwardHandler } from './forward.js'
 import { originGuard } from './origin.js'
-import { createServerFactory, type ServerInfo } from './server.js'
+import { createServerFactory, type ServerFactory, type ServerInfo } from './server.js'
 import {
   createSessionRegistry,
   type SessionOwner,
   type SessionRegistryOptions,
 } from './sessions.js'
 import type { ToolDefinition } from './tools.js'
+import {
+  type Delivery,
+  HttpServerTransport,
+  isInitialize,
+  jsonRpcError,
+  readMessages,
+  wantsStream,
+} from './transport.js'
 import { createUpstreamTokenSource, type UpstreamTokenSourceOptions } from './upstream-token.js'
 
 /** What the endpoint needs: the app's dependencies, with the verifier `/revoke` also uses. */
@@ -53,7 +64,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   }
   const builtins = backend || options.builtinTools === false ? [] : builtinTools(deps.upstream)
   const tools = [...builtins, ...(options.tools ?? [])]
-  const newServer = createServerFactory(options.serverInfo ?? DEFAULT_SERVER_INFO, tools)
+  const servers = createServerFactory(options.serverInfo ?? DEFAULT_SERVER_INFO, tools)
   const upstreamTokens = createUpstreamTokenSource(deps, options.upstreamRefresh)
   const gate = mcpBearerAuth(deps.config, {
     verifier: deps.verifier,
@@ -65,8 +76,8 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   const handle = backend
     ? forwardHandler(deps, { target: backend, upstreamTokens })
     : deps.config.mcpSessions === 'stateless'
-      ? statelessHandler(newServer)
-      : statefulHandler(deps, newServer, options.sessions)
+      ? statelessHandler(servers)
+      : statefulHandler(deps, servers, options.sessions)
 
   const app = new Hono<McpEnv>()
   app.use('/mcp', originGuard(deps.config))
@@ -108,37 +119,40 @@ const refuseMethod = methodNotAllowed(['GET', 'POST', 'DELETE'])
 type Handler = (c: Context<McpEnv>) => Promise<Response>
 
 /**
- * Stateless mode: a server and a transport per POST. The SDK forbids reusing a stateless
- * transport (JSON-RPC ids of different clients would collide), and with the tool list and the
- * validator shared by the factory a server costs microseconds, so pooling would save little
- * while carrying one caller's `initialize` state (client info) into another's request. JSON
- * responses rather than SSE: the request is over when its response is, so the pair is closed
- * right after — on the next turn of the event loop, once the SDK has finished its own
- * bookkeeping for the answered requests. Closed at once, it would find them still in flight
- * and abort each one (an `AbortError` apiece, nobody listening).
+ * Stateless mode: a server and a transport per POST, closed once its requests are answered.
+ * A server is never shared between POSTs: JSON-RPC ids of different clients would collide in
+ * it, and one caller's `initialize` state (client info, capabilities) would reach another's
+ * request. With the tool list and the validator shared by the factory, a server costs
+ * microseconds. Closed on the next turn of the event loop, once the SDK has finished its own
+ * bookkeeping for the answered requests (closed at once, it would abort each one).
  */
-function statelessHandler(newServer: () => Server): Handler {
+function statelessHandler(servers: ServerFactory): Handler {
   const refuse = methodNotAllowed(['POST'])
   return async (c) => {
     if (c.req.method !== 'POST') return refuse(c)
-    const { authInfo, parsedBody } = c.var.mcp
-    const server = newServer()
-    const transport = new WebStandardStreamableHTTPServerTransport({ enableJsonResponse: true })
-    await server.connect(transport)
-    try {
-      return await transport.handleRequest(c.req.raw, { authInfo, parsedBody })
-    } finally {
+    const messages = postedMessages(c)
+    if (messages instanceof Response) return messages
+    const refused = messages.some(isInitialize) ? onlyInitialize(messages) : unsupportedProtocol(c)
+    if (refused) return refused
+    const constant = constantAnswer(servers, messages, {})
+    if (constant) return constant
+    const server = servers.create()
+    const transport = new HttpServerTransport()
+    transport.onsettled = () =>
       setImmediate(() => {
         // Closing only drops the pair's maps; nothing can be done if it fails.
         server.close().catch(() => {})
       })
-    }
+    await server.connect(transport)
+    return transport.post(messages, delivery(c, {}), wantsStream(messages))
   }
 }
 
 interface Session {
   readonly owner: SessionOwner
-  readonly transport: WebStandardStreamableHTTPServerTransport
+  readonly transport: HttpServerTransport
+  /** What every response of the session carries. */
+  readonly headers: Readonly<Record<string, string>>
   close(): Promise<void>
 }
 
@@ -150,50 +164,167 @@ interface Session {
  */
 function statefulHandler(
   deps: McpDeps,
-  newServer: () => Server,
+  servers: ServerFactory,
   options: SessionRegistryOptions | undefined,
 ): Handler {
   const sessions = createSessionRegistry<Session>(deps.clock, options)
 
-  const open = async (owner: SessionOwner) => {
-    const server = newServer()
-    const transport: WebStandardStreamableHTTPServerTransport =
-      new WebStandardStreamableHTTPServerTransport({
-        // Unguessable: the id is a handle, the token is what authorizes (MCP security practices).
-        sessionIdGenerator: randomUUID,
-        onsessioninitialized: (id: string): void =>
-          sessions.add(id, { owner, transport, close: () => server.close() }),
-      })
+  const open = async (owner: SessionOwner): Promise<Session> => {
+    const server = servers.create()
+    const transport = new HttpServerTransport()
+    // Unguessable: the id is a handle, the token is what authorizes (MCP security practices).
+    const id = randomUUID()
+    transport.sessionId = id
     // Set before connect, which chains its own handler after this one.
-    transport.onclose = () => {
-      if (transport.sessionId) sessions.remove(transport.sessionId)
-    }
+    transport.onclose = () => sessions.remove(id)
     await server.connect(transport)
-    return transport
+    const session = {
+      owner,
+      transport,
+      headers: { 'mcp-session-id': id },
+      close: () => server.close(),
+    }
+    sessions.add(id, session)
+    return session
   }
 
   return async (c) => {
-    const { authInfo, caller, parsedBody } = c.var.mcp
-    const owner = { sub: caller.sub, clientId: authInfo.clientId }
+    const { authInfo, caller } = c.get('mcp')
     const id = c.req.header('mcp-session-id')
-    let transport: WebStandardStreamableHTTPServerTransport
+    let session: Session | undefined
     if (id !== undefined) {
-      const session = sessions.find(id, owner)
+      session = sessions.find(id, { sub: caller.sub, clientId: authInfo.clientId })
       if (!session) return jsonRpcError(404, -32001, 'Session not found')
-      transport = session.transport
-    } else if (c.req.method === 'POST') {
-      // A new transport answers anything but `initialize` with 400, as the SDK would.
-      transport = await open(owner)
-    } else {
-      return jsonRpcError(400, -32000, 'Bad Request: Mcp-Session-Id header is required')
     }
-    return transport.handleRequest(c.req.raw, { authInfo, parsedBody })
+    const method = c.req.method
+    if (method === 'POST') {
+      const messages = postedMessages(c)
+      if (messages instanceof Response) return messages
+      if (messages.some(isInitialize)) {
+        if (session) return jsonRpcError(400, -32600, 'Invalid Request: Server already initialized')
+        const refused = onlyInitialize(messages)
+        if (refused) return refused
+        session = await open({ sub: caller.sub, clientId: authInfo.clientId })
+      } else {
+        if (!session) return sessionRequired()
+        const refused = unsupportedProtocol(c)
+        if (refused) return refused
+        const constant = constantAnswer(servers, messages, session.headers)
+        if (constant) return constant
+      }
+      return session.transport.post(messages, delivery(c, session.headers), wantsStream(messages))
+    }
+    if (!session) return sessionRequired()
+    const refused = unsupportedProtocol(c)
+    if (refused) return refused
+    if (method === 'GET') {
+      if (!c.req.header('accept')?.includes('text/event-stream')) {
+        return jsonRpcError(406, -32000, 'Not Acceptable: Client must accept text/event-stream')
+      }
+      return session.transport.openStream(session.headers)
+    }
+    // DELETE: the client ends its session (basic/transports, Session Management).
+    await session.close()
+    return new Response(null, { status: 200 })
   }
 }
 
-function jsonRpcError(status: number, code: number, message: string): Response {
-  return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }), {
-    status,
-    headers: { 'content-type': 'application/json' },
+/**
+ * The answer to a lone request whose result is the same for everyone (`tools/list`), given
+ * without a server: the SDK's request machinery costs more than the rest of such a request.
+ */
+function constantAnswer(
+  servers: ServerFactory,
+  messages: readonly JSONRPCMessage[],
+  headers: Readonly<Record<string, string>>,
+): Response | undefined {
+  const [message] = messages
+  if (messages.length !== 1 || !message || !('method' in message) || !('id' in message)) {
+    return undefined
+  }
+  const result = servers.constantResult(message)
+  if (result === undefined) return undefined
+  return new Response(`{"jsonrpc":"2.0","id":${JSON.stringify(message.id)},"result":${result}}`, {
+    status: 200,
+    headers: { 'content-type': 'application/json', ...headers },
   })
+}
+
+const sessionRequired = () =>
+  jsonRpcError(400, -32000, 'Bad Request: Mcp-Session-Id header is required')
+
+/**
+ * The JSON-RPC messages of a POST, or the refusal the transport spec asks for: 406 unless the
+ * client accepts both JSON and SSE, 415 for a body that is not JSON (the gate parses JSON
+ * bodies only), 400 for JSON that is not JSON-RPC.
+ */
+function postedMessages(c: Context<McpEnv>): JSONRPCMessage[] | Response {
+  const accept = c.req.header('accept')
+  if (!accept?.includes('application/json') || !accept.includes('text/event-stream')) {
+    return jsonRpcError(
+      406,
+      -32000,
+      'Not Acceptable: Client must accept both application/json and text/event-stream',
+    )
+  }
+  const { parsedBody } = c.get('mcp')
+  if (parsedBody === undefined) {
+    return jsonRpcError(
+      415,
+      -32000,
+      'Unsupported Media Type: Content-Type must be application/json',
+    )
+  }
+  return (
+    readMessages(parsedBody) ??
+    jsonRpcError(400, -32600, 'Invalid Request: the body is not a JSON-RPC message or batch')
+  )
+}
+
+function onlyInitialize(messages: readonly JSONRPCMessage[]): Response | undefined {
+  if (messages.length === 1) return undefined
+  return jsonRpcError(400, -32600, 'Invalid Request: Only one initialization request is allowed')
+}
+
+const SUPPORTED_VERSIONS = new Set(SUPPORTED_PROTOCOL_VERSIONS)
+
+/** 400 for an `MCP-Protocol-Version` the server does not speak (basic/transports). */
+function unsupportedProtocol(c: Context): Response | undefined {
+  const version = c.req.header('mcp-protocol-version')
+  if (version === undefined || SUPPORTED_VERSIONS.has(version)) return undefined
+  return jsonRpcError(
+    400,
+    -32000,
+    `Bad Request: Unsupported protocol version: ${version} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`,
+  )
+}
+
+/** The caller and request as the transport hands them to the server's handlers. */
+function delivery(c: Context<McpEnv>, headers: Readonly<Record<string, string>>): Delivery {
+  return { authInfo: c.get('mcp').authInfo, requestInfo: requestInfoOf(c), headers }
+}
+
+/**
+ * `extra.requestInfo` for handlers, built only if one looks: copying every header on each
+ * request would cost more than the rest of a `tools/list`. The credentials stay out: the
+ * token is in `authInfo`, and a tool has no business with the caller's cookies.
+ */
+function requestInfoOf(c: Context): RequestInfo {
+  let headers: Record<string, string> | undefined
+  let url: URL | undefined
+  return {
+    get headers() {
+      if (!headers) {
+        headers = {}
+        for (const [name, value] of c.req.raw.headers) {
+          if (name !== 'authorization' && name !== 'cookie') headers[name] = value
+        }
+      }
+      return headers
+    },
+    get url() {
+      url ??= new URL(c.req.url)
+      return url
+    },
+  }
 }

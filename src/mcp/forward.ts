@@ -67,7 +67,7 @@ export function forwardHandler(
   const forwardedProto = config.publicUrl.protocol.slice(0, -1)
 
   const bearer = async (c: Context<McpEnv>): Promise<string> => {
-    const gated = c.var.mcp
+    const gated = c.get('mcp')
     if (downstream) return downstream.token(gated)
     // The gate renews the upstream token for POSTs only; a backend checks it on every request.
     if (c.req.method === 'POST') return gated.caller.upstreamAccessToken
@@ -80,7 +80,7 @@ export function forwardHandler(
   }
 
   const refused = (c: Context<McpEnv>, backend: Response): OAuthError => {
-    const { caller, authInfo } = c.var.mcp
+    const { caller, authInfo } = c.get('mcp')
     const { status } = backend
     // The backend's own challenge says why (audience, expiry…): for the log only.
     const why = backend.headers.get('www-authenticate')?.slice(0, 500)
@@ -132,7 +132,7 @@ export function forwardHandler(
   }
 
   return async function forwardToBackend(c) {
-    const gated = c.var.mcp
+    const gated = c.get('mcp')
     const owner: SessionOwner = { sub: gated.caller.sub, clientId: gated.authInfo.clientId }
     const method = c.req.method
     // The gate reads (and bounds) JSON bodies only; MCP messages are never anything else.

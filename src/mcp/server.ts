@@ -3,6 +3,7 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import {
   CallToolRequestSchema,
   ErrorCode,
+  type JSONRPCRequest,
   ListToolsRequestSchema,
   type ListToolsResult,
   McpError,
@@ -16,6 +17,18 @@ export interface ServerInfo {
   readonly name: string
   readonly version: string
   readonly instructions?: string | undefined
+}
+
+/** Builds the MCP servers of an endpoint, and knows the answers that need none. */
+export interface ServerFactory {
+  /** A server for a session, or for one stateless POST. */
+  create(): Server
+  /**
+   * The JSON text of the result of `request` when it depends on nothing but the tools, so
+   * the endpoint can answer it without a server: `tools/list` (one page, no cursor).
+   * Undefined for anything else, which goes to a server.
+   */
+  constantResult(request: JSONRPCRequest): string | undefined
 }
 
 /**
@@ -34,7 +47,7 @@ export interface ServerInfo {
 export function createServerFactory(
   info: ServerInfo,
   tools: readonly ToolDefinition[],
-): () => Server {
+): ServerFactory {
   const byName = new Map<string, { tool: ToolDefinition; args: z.ZodObject }>()
   for (const tool of tools) {
     if (byName.has(tool.name)) throw new Error(`MCP tool ${tool.name} is defined twice`)
@@ -52,8 +65,9 @@ export function createServerFactory(
     })),
   }
   const jsonSchemaValidator = new AjvJsonSchemaValidator()
+  const listJson = JSON.stringify(list)
 
-  return function createServer(): Server {
+  const create = (): Server => {
     const server = new Server(
       { name: info.name, version: info.version },
       { capabilities: { tools: {} }, instructions: info.instructions, jsonSchemaValidator },
@@ -81,6 +95,20 @@ export function createServerFactory(
       }
     })
     return server
+  }
+
+  return {
+    create,
+    constantResult(request) {
+      if (request.method !== 'tools/list') return undefined
+      // What ListToolsRequestSchema accepts with no cursor: no params, or only `_meta`.
+      const { params } = request
+      if (params === undefined) return listJson
+      for (const key in params) if (key !== '_meta') return undefined
+      const meta: unknown = params._meta
+      const isObject = typeof meta === 'object' && meta !== null && !Array.isArray(meta)
+      return meta === undefined || isObject ? listJson : undefined
+    },
   }
 }
 

@@ -91,6 +91,29 @@ export function mcpRequest(
   })
 }
 
+/**
+ * The JSON-RPC messages of a POST's answer, which the server may send as one JSON body (a
+ * message or a batch) or as an SSE stream of `message` events (basic/transports).
+ */
+export async function rpcMessages(response: Response): Promise<Record<string, unknown>[]> {
+  const text = await response.text()
+  if (!response.headers.get('content-type')?.startsWith('text/event-stream')) {
+    const body = JSON.parse(text) as Record<string, unknown> | Record<string, unknown>[]
+    return Array.isArray(body) ? body : [body]
+  }
+  return [...text.matchAll(/^data: (.*)$/gm)].map(
+    ([, data]) => JSON.parse(data as string) as Record<string, unknown>,
+  )
+}
+
+/** The JSON-RPC response in a POST's answer (the last message: notifications come first). */
+export async function rpcResponse(response: Response): Promise<Record<string, unknown>> {
+  const messages = await rpcMessages(response)
+  const last = messages.at(-1)
+  if (!last || !('id' in last)) throw new Error('no JSON-RPC response')
+  return last
+}
+
 /** A JSON-RPC `initialize` request. */
 export function initializeMessage(id = 1) {
   return {
