@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Context, MiddlewareHandler } from 'hono'
 import { type DestinationStream, destination, type Logger, pino } from 'pino'
+import { withHeaders } from './http.js'
 
 /** The security events the proxy records, one JSON line each. */
 export type AuditEventName =
@@ -78,14 +79,7 @@ export function createAuditTrail(
       const incoming = c.req.header('x-request-id')
       const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID()
       c.set(REQUEST_ID_VARIABLE, requestId)
-      await next()
-      try {
-        c.res.headers.set('x-request-id', requestId)
-      } catch {
-        // Some responses carry immutable headers; a copy takes the id.
-        c.res = new Response(c.res.body, c.res)
-        c.res.headers.set('x-request-id', requestId)
-      }
+      return withHeaders(c, { 'x-request-id': requestId }, next)
     },
   }
 }

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import type { Context, MiddlewareHandler } from 'hono'
 import { cors } from 'hono/cors'
 import { OAuthError } from './errors.js'
@@ -83,7 +84,7 @@ export function publicCors(allowMethods: string[]): MiddlewareHandler {
  * Preflights go to `hono/cors` itself. On other requests it writes its headers to `c.res`
  * before the handler runs, and Hono then copies that placeholder into the handler's response
  * by rebuilding the response (on Node that materialises a WHATWG `Response` and turns a string
- * body into a stream); here the same two headers are set on the handler's response instead.
+ * body into a stream); here the same two headers go out with `withHeaders` instead.
  */
 export function anyOriginCors(options: {
   allowMethods: string[]
@@ -93,26 +94,47 @@ export function anyOriginCors(options: {
 }): MiddlewareHandler {
   const preflight = cors({ origin: '*', ...options })
   const exposed = options.exposeHeaders.join(',')
-  const stamp = (headers: Headers) => {
-    headers.set('access-control-allow-origin', '*')
-    if (exposed) headers.set('access-control-expose-headers', exposed)
-  }
+  const headers: Record<string, string> = { 'access-control-allow-origin': '*' }
+  if (exposed) headers['access-control-expose-headers'] = exposed
   return async function anyOriginCorsMiddleware(c, next) {
     if (c.req.method === 'OPTIONS') return preflight(c, next)
-    try {
-      await next()
-    } catch (error) {
-      // Whatever answers the error is merged with `c.res`, as with hono/cors's placeholder.
-      stamp(c.res.headers)
-      throw error
-    }
-    try {
-      stamp(c.res.headers)
-    } catch {
-      // Some responses carry immutable headers; a copy takes them.
-      c.res = new Response(c.res.body, c.res)
-      stamp(c.res.headers)
-    }
+    return withHeaders(c, headers, next)
+  }
+}
+
+/**
+ * Runs `next` so that whatever response it ends with, an error's included, carries `headers`.
+ * On Node (`@hono/node-server`) they are set on the outgoing message, which merges them into
+ * the head it writes (a header of the response itself wins), so a handler's response is never
+ * turned into WHATWG `Headers` for them: on a small answer that costs more than the handler.
+ * Elsewhere they are set on `c.res` once it is final.
+ */
+export async function withHeaders(
+  c: Context,
+  headers: Readonly<Record<string, string>>,
+  next: () => Promise<void>,
+): Promise<void> {
+  const outgoing = (c.env as { outgoing?: Partial<ServerResponse> } | undefined)?.outgoing
+  if (typeof outgoing?.setHeader === 'function' && !outgoing.headersSent) {
+    for (const name in headers) outgoing.setHeader(name, headers[name] as string)
+    return next()
+  }
+  const stamp = (target: Headers) => {
+    for (const name in headers) target.set(name, headers[name] as string)
+  }
+  try {
+    await next()
+  } catch (error) {
+    // Whatever answers the error is merged with `c.res`, as with hono/cors's placeholder.
+    stamp(c.res.headers)
+    throw error
+  }
+  try {
+    stamp(c.res.headers)
+  } catch {
+    // Some responses carry immutable headers; a copy takes them.
+    c.res = new Response(c.res.body, c.res)
+    stamp(c.res.headers)
   }
 }
 
