@@ -55,6 +55,19 @@ describe('the cached access-token verifier', () => {
     expect(lookups).toBe(2)
   })
 
+  it('does not let a cached token’s signature vouch for another payload', async () => {
+    const verifier = createAccessTokenVerifier(deps, { ttlSeconds: 60 })
+    const { token } = await mint()
+    await verifier.verify(token)
+    const [header, payload, signature] = token.split('.')
+    const claims = JSON.parse(Buffer.from(payload as string, 'base64url').toString())
+    const forged = `${header}.${Buffer.from(JSON.stringify({ ...claims, sub: 'user-mallory' })).toString('base64url')}.${signature}`
+    await expect(verifier.verify(forged)).rejects.toMatchObject({ code: 'invalid_token' })
+    // …and the genuine token is still answered from memory.
+    await expect(verifier.verify(token)).resolves.toMatchObject({ sub: 'user-alice' })
+    expect(lookups).toBe(1)
+  })
+
   it('never answers from memory past the token’s exp', async () => {
     const verifier = createAccessTokenVerifier(deps, { ttlSeconds: 60 })
     const { token } = await mint(10)

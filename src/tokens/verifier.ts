@@ -49,6 +49,9 @@ export function createAccessTokenVerifier(
 ): AccessTokenVerifier {
   const ttlSeconds = options.ttlSeconds ?? 5
   const maxEntries = options.maxEntries ?? 10_000
+  // Keyed by the signature (the last segment) rather than the whole token: hashing a ~1 KB key
+  // on every request cost more than the rest of a cache hit. A hit still requires the whole
+  // token to be equal, so two tokens sharing a signature cannot stand in for each other.
   const entries = new Map<string, Entry>()
   const tokensByJti = new Map<string, string>()
   // Concurrent first requests with one token share one verification.
@@ -58,20 +61,21 @@ export function createAccessTokenVerifier(
   let generation = 0
 
   const forget = (token: string) => {
-    const entry = entries.get(token)
-    if (!entry) return
-    entries.delete(token)
+    const key = cacheKey(token)
+    const entry = entries.get(key)
+    if (entry?.verified.token !== token) return
+    entries.delete(key)
     if (tokensByJti.get(entry.verified.jti) === token) tokensByJti.delete(entry.verified.jti)
   }
 
   const remember = (verified: VerifiedAccessToken) => {
     const until = Math.min(verified.expiresAt, deps.clock.now() + ttlSeconds)
-    entries.set(verified.token, { verified, until })
+    entries.set(cacheKey(verified.token), { verified, until })
     tokensByJti.set(verified.jti, verified.token)
     while (entries.size > maxEntries) {
-      const oldest = entries.keys().next().value
+      const oldest = entries.values().next().value
       if (oldest === undefined) break
-      forget(oldest)
+      forget(oldest.verified.token)
     }
   }
 
@@ -87,11 +91,12 @@ export function createAccessTokenVerifier(
 
   return {
     async verify(token) {
-      const entry = entries.get(token)
-      if (entry) {
+      const key = cacheKey(token)
+      const entry = entries.get(key)
+      if (entry?.verified.token === token) {
         if (deps.clock.now() < entry.until) {
-          entries.delete(token)
-          entries.set(token, entry)
+          entries.delete(key)
+          entries.set(key, entry)
           return entry.verified
         }
         forget(token)
@@ -114,4 +119,9 @@ export function createAccessTokenVerifier(
       if (token !== undefined) forget(token)
     },
   }
+}
+
+/** A JWS's signature: unique to its token for all that matters, and a short key to hash. */
+function cacheKey(token: string): string {
+  return token.slice(token.lastIndexOf('.') + 1)
 }
