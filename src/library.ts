@@ -93,8 +93,11 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
   const verifier = createAccessTokenVerifier(built)
   const deps: Deps = { ...built, verifier }
   const ownsStore = !options.store
+  const shutdown = new AbortController()
   let closing: Promise<void> | undefined
   const close = () => {
+    // MCP sessions end first, so their event streams do not keep the host's server open.
+    shutdown.abort()
     closing ??= ownsStore ? deps.store.close() : Promise.resolve()
     return closing
   }
@@ -102,7 +105,12 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
   let app: Hono
   try {
     app = createApp(deps, {
-      mcp: { tools, builtinTools: options.builtinTools, serverInfo: options.serverInfo },
+      mcp: {
+        tools,
+        builtinTools: options.builtinTools,
+        serverInfo: options.serverInfo,
+        signal: shutdown.signal,
+      },
     })
   } catch (error) {
     await close()

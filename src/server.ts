@@ -98,7 +98,8 @@ export async function startServer(
   const deps = await createDeps(config, options)
   const { logger, store } = deps
   try {
-    const app = createApp(deps)
+    const shutdown = new AbortController()
+    const app = createApp(deps, { mcp: { signal: shutdown.signal } })
     // A port already in use must fail start-up, not leave it waiting for a listen that never comes.
     const server = await new Promise<Server>((resolve, reject) => {
       const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => {
@@ -122,6 +123,8 @@ export async function startServer(
     let closing: Promise<void> | undefined
     const close = () => {
       closing ??= (async () => {
+        // MCP sessions first: their event streams would otherwise hold connections open.
+        shutdown.abort()
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS)
           // Keep-alive connections turn idle as their in-flight requests finish: close them then,

@@ -310,3 +310,33 @@ async function openSession(url: string, token: string): Promise<string> {
   if (opened.status !== 200 || !sessionId) throw new Error(`initialize: ${opened.status}`)
   return sessionId
 }
+
+describe('shutdown with MCP sessions open', () => {
+  it('ends open event streams and answers running calls, so the server can stop', async () => {
+    const own = await startProxy({ flavor: 'kinde' })
+    try {
+      const { token } = await mintAccessToken(own.server.deps, {
+        sub: 'user-alice',
+        clientId: 'client-alice',
+        scopes: ['openid'],
+        actor: 'user',
+        upstream: { at: 'upstream-access-token', exp: own.server.deps.clock.now() + 3600 },
+        upstreamRefreshable: false,
+      })
+      const mcpUrl = `${own.url}/mcp`
+      const sessionId = await openSession(mcpUrl, token)
+      const stream = await mcpRequest(mcpUrl, {
+        token,
+        sessionId,
+        headers: { accept: 'text/event-stream' },
+      })
+      expect(stream.status).toBe(200)
+      // The server's grace for open connections is 10 s, twice this test's whole budget: only
+      // ending the session's stream lets it stop in time.
+      await own.server.close()
+      expect(await stream.text()).toBe('')
+    } finally {
+      await own.close()
+    }
+  }, 5_000)
+})

@@ -44,6 +44,11 @@ export interface McpEndpointOptions {
   readonly upstreamRefresh?: UpstreamTokenSourceOptions
   /** Largest JSON-RPC POST body; default 1 MiB. */
   readonly maxBodyBytes?: number
+  /**
+   * Aborted at shutdown: every session closes, so open event streams end (and the HTTP server
+   * can finish) and requests still running are answered `Connection closed`.
+   */
+  readonly signal?: AbortSignal | undefined
 }
 
 const DEFAULT_SERVER_INFO: ServerInfo = { name: 'mcp-oauth-proxy', version: '0.1.0' }
@@ -77,7 +82,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
     ? forwardHandler(deps, { target: backend, upstreamTokens })
     : deps.config.mcpSessions === 'stateless'
       ? statelessHandler(servers)
-      : statefulHandler(deps, servers, options.sessions)
+      : statefulHandler(deps, servers, options)
 
   const app = new Hono<McpEnv>()
   app.use('/mcp', originGuard(deps.config))
@@ -165,9 +170,10 @@ interface Session {
 function statefulHandler(
   deps: McpDeps,
   servers: ServerFactory,
-  options: SessionRegistryOptions | undefined,
+  options: Pick<McpEndpointOptions, 'sessions' | 'signal'>,
 ): Handler {
-  const sessions = createSessionRegistry<Session>(deps.clock, options)
+  const sessions = createSessionRegistry<Session>(deps.clock, options.sessions)
+  options.signal?.addEventListener('abort', () => sessions.closeAll(), { once: true })
 
   const open = async (owner: SessionOwner): Promise<Session> => {
     const server = servers.create()

@@ -24,6 +24,8 @@ export interface SessionRegistry<S extends SessionLike> {
   find(id: string, owner: SessionOwner): S | undefined
   /** Forgets a session (its transport closed); does not close it again. */
   remove(id: string): void
+  /** Closes every session (shutdown). */
+  closeAll(): void
   readonly size: number
 }
 
@@ -88,6 +90,10 @@ export function createSessionRegistry<S extends SessionLike>(
 
     remove(id) {
       sessions.delete(id)
+    },
+
+    closeAll() {
+      for (const id of [...sessions.keys()]) end(id)
     },
 
     get size() {
