@@ -1,9 +1,10 @@
-import { decodeProtectedHeader, errors, jwtVerify, SignJWT } from 'jose'
+import { sign } from 'node:crypto'
+import { decodeProtectedHeader, errors, jwtVerify } from 'jose'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { randomToken } from '../crypto.js'
 import { OAuthError } from '../errors.js'
-import type { Keys } from './keys.js'
+import type { Keys, SigningKey } from './keys.js'
 import { seal, unseal } from './seal.js'
 
 /** Who holds the token: a person through a client, or an agent through client credentials. */
@@ -73,7 +74,8 @@ export async function mintAccessToken(
   }
   const jti = randomToken(16)
   const { signing } = await keys.current()
-  const claims: Record<string, unknown> = {
+  // Undefined claims (identity the upstream did not give) are left out by JSON.stringify.
+  const claims = {
     client_id: params.clientId,
     scope: params.scopes.join(' '),
     actor: params.actor,
@@ -83,18 +85,37 @@ export async function mintAccessToken(
     org_id: params.orgId,
     permissions: params.permissions,
     upt: await seal(keys, params.upstream),
+    iss: config.issuer,
+    sub: params.sub,
+    aud: config.resource,
+    iat: now,
+    exp: expiresAt,
+    jti,
   }
-  for (const key of Object.keys(claims)) if (claims[key] === undefined) delete claims[key]
-  const token = await new SignJWT(claims)
-    .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: signing.kid })
-    .setIssuer(config.issuer)
-    .setSubject(params.sub)
-    .setAudience(config.resource)
-    .setIssuedAt(now)
-    .setExpirationTime(expiresAt)
-    .setJti(jti)
-    .sign(signing.privateKey)
+  const token = signCompact(
+    signing,
+    { alg: 'ES256', typ: 'at+jwt', kid: signing.kid },
+    JSON.stringify(claims),
+  )
   return { token, jti, expiresAt, expiresIn: expiresAt - now }
+}
+
+/**
+ * An RFC 7515 §7.1 compact JWS over `payload`, ES256 (RFC 7518 §3.4: the signature is R || S,
+ * 64 bytes, hence `ieee-p1363`), signed by `node:crypto` synchronously with the key imported
+ * once: one core signs more tokens per second than through WebCrypto's thread-pool jobs.
+ */
+function signCompact(key: SigningKey, header: Record<string, string>, payload: string): string {
+  const signingInput = `${base64url(JSON.stringify(header))}.${base64url(payload)}`
+  const signature = sign('sha256', Buffer.from(signingInput), {
+    key: key.privateKeyObject,
+    dsaEncoding: 'ieee-p1363',
+  })
+  return `${signingInput}.${signature.toString('base64url')}`
+}
+
+function base64url(text: string): string {
+  return Buffer.from(text).toString('base64url')
 }
 
 const MAX_TOKEN_LENGTH = 8192
