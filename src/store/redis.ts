@@ -24,10 +24,29 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return fals
 redis.call('DEL', KEYS[1])
 return value`
 
+/**
+ * `putMany`: every SET in one step, ARGV holding each key's JSON and PX in turn. A script
+ * rather than MULTI/EXEC: as atomic, and one command, where ioredis builds a pipeline object
+ * and queues four replies for a MULTI of two SETs (a tenth of a code exchange's CPU).
+ */
+const PUT_MANY = `
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i * 2 - 1], 'PX', ARGV[i * 2])
+end
+return #KEYS`
+
+/** `increment`: SET NX starts the window with its TTL; INCR keeps that TTL. */
+const INCREMENT = `
+redis.call('SET', KEYS[1], '0', 'PX', ARGV[1], 'NX')
+return redis.call('INCR', KEYS[1])`
+
 /** The scripts defined on the client (`defineCommand`: EVALSHA, with keys prefixed). */
 interface Scripts {
   deleteIf(key: string, expected: string): Promise<number>
   takeOnce(key: string, markerKey: string, marker: string, px: number): Promise<string | null>
+  /** The number of keys first, then the keys, then a JSON and a PX for each key. */
+  putMany(numberOfKeys: number, ...keysThenValues: (string | number)[]): Promise<number>
+  increment(key: string, px: number): Promise<number>
 }
 
 /**
@@ -48,6 +67,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
   const redis = new Redis(options.url, redisOptions) as Redis & Scripts
   redis.defineCommand('deleteIf', { numberOfKeys: 1, lua: DELETE_IF })
   redis.defineCommand('takeOnce', { numberOfKeys: 2, lua: TAKE_ONCE })
+  redis.defineCommand('putMany', { lua: PUT_MANY })
+  redis.defineCommand('increment', { numberOfKeys: 1, lua: INCREMENT })
   // Connection errors surface through the failing commands; an unhandled 'error' event would
   // only print ioredis' own warning.
   redis.on('error', () => {})
@@ -108,22 +129,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
           await redis.set(only.key, only.json, 'PX', only.px)
           return
         }
-        const transaction = redis.multi()
-        for (const { key, json, px } of writes) transaction.set(key, json, 'PX', px)
-        const replies = await transaction.exec()
-        const failed = replies?.find(([error]) => error)
-        if (!replies || failed) throw failed?.[0] ?? new Error('empty MULTI reply')
+        const keys = writes.map(({ key }) => key)
+        const values = writes.flatMap(({ json, px }) => [json, px])
+        await redis.putMany(writes.length, ...keys, ...values)
       })
     },
     increment: async (key, ttlSeconds) => {
       const px = ms(ttlSeconds)
-      return run(async () => {
-        // SET NX starts the window with its TTL; INCR keeps that TTL. One round trip, no Lua.
-        const replies = await redis.multi().set(key, '0', 'PX', px, 'NX').incr(key).exec()
-        const counted = replies?.[1]
-        if (!counted || counted[0]) throw counted?.[0] ?? new Error('empty MULTI reply')
-        return Number(counted[1])
-      })
+      return run(async () => Number(await redis.increment(key, px)))
     },
     ping: () =>
       run(async () => {
