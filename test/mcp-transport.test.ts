@@ -31,13 +31,14 @@ beforeAll(async () => {
 })
 afterAll(() => proxy?.close())
 
-async function mint(sub = 'user-alice'): Promise<string> {
-  const { token } = await mintAccessToken(deps, {
-    sub,
+/** An access token for Alice, minted as `/token` would with `mintDeps`' keys. */
+async function mint(mintDeps: Deps = deps): Promise<string> {
+  const { token } = await mintAccessToken(mintDeps, {
+    sub: 'user-alice',
     clientId: 'client-alice',
     scopes: ['openid'],
     actor: 'user',
-    upstream: { at: 'upstream-access-token', exp: deps.clock.now() + 3600 },
+    upstream: { at: 'upstream-access-token', exp: mintDeps.clock.now() + 3600 },
     upstreamRefreshable: false,
   })
   return token
@@ -315,14 +316,7 @@ describe('shutdown with MCP sessions open', () => {
   it('ends open event streams and answers running calls, so the server can stop', async () => {
     const own = await startProxy({ flavor: 'kinde' })
     try {
-      const { token } = await mintAccessToken(own.server.deps, {
-        sub: 'user-alice',
-        clientId: 'client-alice',
-        scopes: ['openid'],
-        actor: 'user',
-        upstream: { at: 'upstream-access-token', exp: own.server.deps.clock.now() + 3600 },
-        upstreamRefreshable: false,
-      })
+      const token = await mint(own.server.deps)
       const mcpUrl = `${own.url}/mcp`
       const sessionId = await openSession(mcpUrl, token)
       const stream = await mcpRequest(mcpUrl, {
