@@ -59,6 +59,26 @@ describe('the MCP session registry', () => {
     expect(sessions.find('c', ALICE)).toBe(c)
   })
 
+  it('closes a user’s own oldest session beyond their bound, never another user’s', () => {
+    const clock = createTestClock()
+    const sessions = createSessionRegistry(clock, { maxSessionsPerUser: 2 })
+    const BOB = { sub: 'user-bob', clientId: 'client-1' }
+    const bobs = session(BOB)
+    sessions.add('bob', bobs)
+    const [a, b, c] = [session(), session(), session()]
+    sessions.add('a', a)
+    sessions.add('b', b)
+    sessions.add('c', c)
+    expect(a.closed).toBe(true)
+    expect(bobs.closed).toBe(false)
+    expect(sessions.find('bob', BOB)).toBe(bobs)
+    expect(sessions.size).toBe(3)
+    // A session that ends on its own frees its place in the user's count.
+    sessions.remove('b')
+    sessions.add('d', session())
+    expect(c.closed).toBe(false)
+  })
+
   it('forgets a removed session without closing it again', () => {
     const sessions = createSessionRegistry(createTestClock())
     const s = session()

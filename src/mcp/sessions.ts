@@ -32,6 +32,11 @@ export interface SessionRegistry<S extends SessionLike> {
 export interface SessionRegistryOptions {
   /** At most this many sessions; the least recently used is closed first. Default 10,000. */
   maxSessions?: number
+  /**
+   * At most this many sessions per user (`sub`); a user opening more closes their own least
+   * recently used one, so nobody can push other users' sessions out of the bound. Default 100.
+   */
+  maxSessionsPerUser?: number
   /** A session unused for this long is closed. Default 30 minutes. */
   idleSeconds?: number
 }
@@ -46,13 +51,23 @@ export function createSessionRegistry<S extends SessionLike>(
   options: SessionRegistryOptions = {},
 ): SessionRegistry<S> {
   const maxSessions = options.maxSessions ?? 10_000
+  const maxPerUser = options.maxSessionsPerUser ?? 100
   const idleSeconds = options.idleSeconds ?? 30 * 60
   const sessions = new Map<string, { session: S; usedAt: number }>()
+  const perUser = new Map<string, number>()
+
+  const forget = (id: string, session: S) => {
+    sessions.delete(id)
+    const { sub } = session.owner
+    const count = (perUser.get(sub) ?? 1) - 1
+    if (count > 0) perUser.set(sub, count)
+    else perUser.delete(sub)
+  }
 
   const end = (id: string) => {
     const entry = sessions.get(id)
     if (!entry) return
-    sessions.delete(id)
+    forget(id, entry.session)
     // Closing runs the transport's cleanups; nothing waits on it and nothing can be done if it fails.
     entry.session.close().catch(() => {})
   }
@@ -68,7 +83,17 @@ export function createSessionRegistry<S extends SessionLike>(
     add(id, session) {
       const now = clock.now()
       sweep(now)
+      const { sub } = session.owner
+      if ((perUser.get(sub) ?? 0) >= maxPerUser) {
+        // Only when a user is at their bound: the front of the map is the least recently used.
+        for (const [oldest, entry] of sessions) {
+          if (entry.session.owner.sub !== sub) continue
+          end(oldest)
+          break
+        }
+      }
       sessions.set(id, { session, usedAt: now })
+      perUser.set(sub, (perUser.get(sub) ?? 0) + 1)
       while (sessions.size > maxSessions) {
         const oldest = sessions.keys().next().value
         if (oldest === undefined) break
@@ -89,7 +114,8 @@ export function createSessionRegistry<S extends SessionLike>(
     },
 
     remove(id) {
-      sessions.delete(id)
+      const entry = sessions.get(id)
+      if (entry) forget(id, entry.session)
     },
 
     closeAll() {
