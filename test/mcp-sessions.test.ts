@@ -79,6 +79,20 @@ describe('the MCP session registry', () => {
     expect(c.closed).toBe(false)
   })
 
+  it('keeps a session whose client is listening on its event stream', () => {
+    const clock = createTestClock()
+    const sessions = createSessionRegistry(clock, { idleSeconds: 60 })
+    const listening = session()
+    sessions.add('listening', listening)
+    for (let minute = 0; minute < 5; minute++) {
+      clock.advance(30)
+      sessions.touch('listening')
+    }
+    sessions.add('other', session())
+    expect(listening.closed).toBe(false)
+    expect(sessions.find('listening', ALICE)).toBe(listening)
+  })
+
   it('forgets a removed session without closing it again', () => {
     const sessions = createSessionRegistry(createTestClock())
     const s = session()

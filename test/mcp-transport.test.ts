@@ -1,11 +1,12 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Hono } from 'hono'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { z } from 'zod'
 import type { Deps } from '../src/deps.js'
 import { createMcpEndpoint } from '../src/mcp/endpoint.js'
 import { defineTool, jsonResult } from '../src/mcp/tools.js'
+import { HttpServerTransport } from '../src/mcp/transport.js'
 import { mintAccessToken } from '../src/tokens/access-token.js'
 import { createAccessTokenVerifier } from '../src/tokens/verifier.js'
 import {
@@ -346,4 +347,25 @@ describe('shutdown with MCP sessions open', () => {
       await own.close()
     }
   }, 5_000)
+})
+
+describe('the session event stream', () => {
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  it('tells the endpoint its client is listening at each keep-alive, until it goes away', async () => {
+    vi.useFakeTimers()
+    const transport = new HttpServerTransport()
+    let heard = 0
+    transport.onlistening = () => heard++
+    const response = transport.openStream({})
+    const reader = response.body?.getReader()
+    vi.advanceTimersByTime(30_000)
+    expect(heard).toBe(2)
+    expect(new TextDecoder().decode((await reader?.read())?.value)).toBe(': keepalive\n\n')
+    await reader?.cancel()
+    vi.advanceTimersByTime(30_000)
+    expect(heard).toBe(2)
+  })
 })

@@ -183,6 +183,8 @@ function statefulHandler(
     transport.sessionId = id
     // Set before connect, which chains its own handler after this one.
     transport.onclose = () => sessions.remove(id)
+    // A client holding the GET stream is using the session even when it sends nothing.
+    transport.onlistening = () => sessions.touch(id)
     await server.connect(transport)
     const session = {
       owner,

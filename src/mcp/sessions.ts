@@ -24,6 +24,8 @@ export interface SessionRegistry<S extends SessionLike> {
   find(id: string, owner: SessionOwner): S | undefined
   /** Forgets a session (its transport closed); does not close it again. */
   remove(id: string): void
+  /** Marks a session used without a request (a client holding its event stream open). */
+  touch(id: string): void
   /** Closes every session (shutdown). */
   closeAll(): void
   readonly size: number
@@ -116,6 +118,13 @@ export function createSessionRegistry<S extends SessionLike>(
     remove(id) {
       const entry = sessions.get(id)
       if (entry) forget(id, entry.session)
+    },
+
+    touch(id) {
+      const entry = sessions.get(id)
+      if (!entry) return
+      sessions.delete(id)
+      sessions.set(id, { session: entry.session, usedAt: clock.now() })
     },
 
     closeAll() {

@@ -111,10 +111,14 @@ export class HttpServerTransport implements Transport {
     if (this.#standalone && !this.#standalone.ended) {
       return jsonRpcError(409, -32000, 'Conflict: Only one SSE stream is allowed per session')
     }
-    const stream = new EventStream()
+    // An open stream is a client listening: it keeps the session in use between requests.
+    const stream = new EventStream(() => this.onlistening?.())
     this.#standalone = stream
     return stream.response(headers)
   }
+
+  /** Called at each keep-alive of the session's own stream (GET) while a client holds it. */
+  onlistening?: () => void
 
   async send(message: JSONRPCMessage, options?: { relatedRequestId?: RequestId }): Promise<void> {
     if (this.#closed) return
@@ -244,6 +248,11 @@ class EventStream {
   #controller: ReadableStreamDefaultController<Uint8Array> | undefined
   #keepAlive: NodeJS.Timeout | undefined
   #ended = false
+  readonly #onKeepAlive: (() => void) | undefined
+
+  constructor(onKeepAlive?: () => void) {
+    this.#onKeepAlive = onKeepAlive
+  }
 
   get ended(): boolean {
     return this.#ended
@@ -256,7 +265,9 @@ class EventStream {
       },
       cancel: () => this.#stop(),
     })
-    this.#keepAlive = setInterval(() => this.#enqueue(KEEP_ALIVE), KEEP_ALIVE_MS)
+    this.#keepAlive = setInterval(() => {
+      if (this.#enqueue(KEEP_ALIVE)) this.#onKeepAlive?.()
+    }, KEEP_ALIVE_MS)
     this.#keepAlive.unref()
     return new Response(body, { status: 200, headers: { ...SSE_HEADERS, ...headers } })
   }
