@@ -142,6 +142,12 @@ describe('GET /authorize', () => {
       ['a fragment on another port', 'http://127.0.0.1:5555/cb#x'],
       ['another loopback host name', 'http://localhost:1234/cb'],
       ['another path', 'http://127.0.0.1:5555/other'],
+      // Each parses to the registered URL on another port, but is not the registered string.
+      ['a short form of the loopback address', 'http://127.1:5555/cb'],
+      ['an upper-case scheme', 'HTTP://127.0.0.1:5555/cb'],
+      ['a port with a leading zero', 'http://127.0.0.1:05555/cb'],
+      ['dot segments in the path', 'http://127.0.0.1:5555/x/../cb'],
+      ['a port out of range', 'http://127.0.0.1:65536/cb'],
     ])('refuses a loopback redirect_uri with %s', async (_case, redirectUri) => {
       const url = valid({ client_id: loopbackIpClient, redirect_uri: redirectUri })
       await expectErrorPage(await get(url), 'invalid_request')

@@ -87,26 +87,20 @@ export function inferApplicationType(redirectUris: readonly string[]): Applicati
 }
 
 /**
- * Whether `requested` may be used where `registered` was registered: loopback URIs match on
- * any port (RFC 8252 §7.3, native apps bind ephemeral ports); everything else must be the
- * registered string exactly (OAuth 2.1 §4.1.1, RFC 9700 §4.1.3).
+ * Whether `requested` may be used where `registered` was registered: the very string, or for
+ * a loopback http URI the same string but for the port (RFC 8252 §7.3: native apps bind
+ * ephemeral ports; OAuth 2.1 §4.1.1 and RFC 9700 §4.1.3 for exact matching). Compared as
+ * strings, never as parsed URLs: a parser also accepts `HTTP://127.1/cb`, `:080` or a path
+ * with dot segments, none of which is the string the client registered.
  */
 export function redirectUriMatches(registered: string, requested: string): boolean {
   if (registered === requested) return true
-  if (!URL.canParse(registered) || !URL.canParse(requested)) return false
-  // The URL parser strips leading and trailing controls, so `\u0000http://127.0.0.1/cb` would
-  // parse as the registered URI: a string that needs rewriting is not the registered one.
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it refuses
-  if (/[\s\\#\u0000-\u001f\u007f]/.test(requested)) return false
-  const a = new URL(registered)
-  const b = new URL(requested)
-  return (
-    !b.username &&
-    !b.password &&
-    isLoopbackRedirect(a) &&
-    isLoopbackRedirect(b) &&
-    a.hostname === b.hostname &&
-    a.pathname === b.pathname &&
-    a.search === b.search
-  )
+  const a = LOOPBACK_REDIRECT.exec(registered)
+  const b = LOOPBACK_REDIRECT.exec(requested)
+  if (!a || !b || Number(b[2] ?? 80) > 65_535) return false
+  return a[1] === b[1] && (a[3] ?? '/') === (b[3] ?? '/') && (a[4] ?? '') === (b[4] ?? '')
 }
+
+/** A loopback http URI as a string: host, port (no leading zero), path, query; no fragment. */
+const LOOPBACK_REDIRECT =
+  /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(?::([1-9]\d{0,4}))?(\/[^?#\\\s@]*)?(\?[^#\\\s]*)?$/
