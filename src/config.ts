@@ -37,6 +37,8 @@ export interface Config {
   readonly upstream: UpstreamSettings
   readonly redisUrl: string | undefined
   readonly redisKeyPrefix: string
+  /** How long a Redis command (and connecting) may take before the store counts as down. */
+  readonly redisTimeoutMs: number
   readonly signingKey: string | undefined
   readonly signingKeyPrevious: string | undefined
   readonly encryptionKey: string | undefined
@@ -242,6 +244,9 @@ const EnvSchema = z.object({
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
     .optional(),
   REDIS_KEY_PREFIX: z.string().default('mcp-oauth-proxy:'),
+  REDIS_TIMEOUT_MS: wholeNumber('must be a whole number of milliseconds')
+    .positive('must be positive')
+    .default(2000),
   SIGNING_KEY: nonEmpty.optional(),
   SIGNING_KEY_PREVIOUS: nonEmpty.optional(),
   ENCRYPTION_KEY: nonEmpty.optional(),
@@ -330,6 +335,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     upstream: Object.freeze(upstream),
     redisUrl: vars.REDIS_URL,
     redisKeyPrefix: vars.REDIS_KEY_PREFIX,
+    redisTimeoutMs: vars.REDIS_TIMEOUT_MS,
     signingKey: vars.SIGNING_KEY,
     signingKeyPrevious: vars.SIGNING_KEY_PREVIOUS,
     encryptionKey: vars.ENCRYPTION_KEY,

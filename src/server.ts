@@ -50,7 +50,11 @@ export async function createDeps(config: Config, options: DepsOptions = {}): Pro
   const store: Store =
     options.store ??
     (config.redisUrl
-      ? await createRedisStore({ url: config.redisUrl, keyPrefix: config.redisKeyPrefix })
+      ? await createRedisStore({
+          url: config.redisUrl,
+          keyPrefix: config.redisKeyPrefix,
+          commandTimeoutMs: config.redisTimeoutMs,
+        })
       : createMemoryStore(clock))
   try {
     const keys = await createKeys({
