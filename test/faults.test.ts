@@ -2,11 +2,19 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadConfig } from '../src/config.js'
 import { type RunningServer, startServer } from '../src/server.js'
-import { authorizationUrl, consentFields, pkce, registerClient, signIn } from './support/flow.js'
+import {
+  authorizationUrl,
+  consentFields,
+  formPost,
+  pkce,
+  registerClient,
+  signIn,
+} from './support/flow.js'
 import {
   accessTokenOf,
   initializeMessage,
   mcpRequest,
+  openSession,
   signedInProvider,
   toolCallMessage,
 } from './support/mcp.js'
@@ -41,14 +49,6 @@ async function timed(request: Promise<Response>): Promise<Answer> {
   const res = await request
   const text = await res.text()
   return { status: res.status, headers: res.headers, text, ms: performance.now() - started }
-}
-
-function form(url: string, params: Record<string, string>, path = '/token'): Promise<Response> {
-  return fetch(`${url}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(params),
-  })
 }
 
 function basic(id: string, secret: string): string {
@@ -88,16 +88,6 @@ function expectUnavailable(answer: Answer, boundMs = STORE_BOUND_MS): void {
   expect(answer.ms).toBeLessThan(boundMs)
 }
 
-/** Opens an MCP session (Streamable HTTP `initialize`) and returns its id. */
-async function openSession(mcpUrl: string, token: string): Promise<string> {
-  const res = await mcpRequest(mcpUrl, { token, body: initializeMessage() })
-  expect(res.status).toBe(200)
-  const id = res.headers.get('mcp-session-id')
-  await res.body?.cancel()
-  if (!id) throw new Error('no Mcp-Session-Id')
-  return id
-}
-
 describe('Redis going away under a running proxy', () => {
   let redis: RedisServer
   let proxy: ProxyUnderTest
@@ -130,7 +120,7 @@ describe('Redis going away under a running proxy', () => {
       timed(mcpRequest(mcpUrl, { token, sessionId, body: toolCallMessage('whoami') }))
     expect((await call()).status).toBe(200)
     // A second family member, never shown to /mcp: nothing about it is cached there.
-    const rotated = await form(proxy.url, {
+    const rotated = await formPost(proxy.url, {
       grant_type: 'refresh_token',
       refresh_token: provider.saved?.refresh_token as string,
       client_id: clientId,
@@ -139,7 +129,7 @@ describe('Redis going away under a running proxy', () => {
     const next = (await rotated.json()) as { access_token: string; refresh_token: string }
     const refresh = () =>
       timed(
-        form(proxy.url, {
+        formPost(proxy.url, {
           grant_type: 'refresh_token',
           refresh_token: next.refresh_token,
           client_id: clientId,
@@ -167,7 +157,9 @@ describe('Redis going away under a running proxy', () => {
     expectUnavailable(note(await timed(clientCredentials(proxy.url))))
     expectUnavailable(
       note(
-        await timed(form(proxy.url, { token: next.refresh_token, client_id: clientId }, '/revoke')),
+        await timed(
+          formPost(proxy.url, { token: next.refresh_token, client_id: clientId }, '/revoke'),
+        ),
       ),
     )
     const authorize = note(
@@ -256,7 +248,7 @@ describe('Redis going away under a running proxy', () => {
         timed(fetch(`${proxy.url}/readyz`)),
         timed(register(proxy.url)),
         timed(
-          form(proxy.url, {
+          formPost(proxy.url, {
             grant_type: 'refresh_token',
             refresh_token: refreshToken,
             client_id: clientId,
@@ -281,7 +273,7 @@ describe('Redis going away under a running proxy', () => {
     await expect
       .poll(async () => (await fetch(`${proxy.url}/readyz`)).status, { timeout: 5000 })
       .toBe(200)
-    const refreshed = await form(proxy.url, {
+    const refreshed = await formPost(proxy.url, {
       grant_type: 'refresh_token',
       refresh_token: refreshToken,
       client_id: clientId,
@@ -331,7 +323,7 @@ describe('a proxy restarted mid-flow (Redis store)', () => {
   }
 
   function exchange(clientId: string, code: string, verifier: string) {
-    return form(proxy.url, {
+    return formPost(proxy.url, {
       grant_type: 'authorization_code',
       code,
       code_verifier: verifier,
@@ -360,7 +352,7 @@ describe('a proxy restarted mid-flow (Redis store)', () => {
     })
     expect(opened.status).toBe(200)
     await opened.body?.cancel()
-    const refreshed = await form(proxy.url, {
+    const refreshed = await formPost(proxy.url, {
       grant_type: 'refresh_token',
       refresh_token: tokens.refresh_token,
       client_id: clientId,
@@ -510,7 +502,7 @@ describe('an upstream token endpoint that is slow or answers garbage', () => {
   async function refreshToken(): Promise<string> {
     const { agent, callback, verifier } = await upToCallback()
     const code = location(await agent.fetch(callback)).searchParams.get('code') as string
-    const res = await form(proxy.url, {
+    const res = await formPost(proxy.url, {
       grant_type: 'authorization_code',
       code,
       code_verifier: verifier,
@@ -523,7 +515,11 @@ describe('an upstream token endpoint that is slow or answers garbage', () => {
 
   const refresh = (token: string) =>
     timed(
-      form(proxy.url, { grant_type: 'refresh_token', refresh_token: token, client_id: clientId }),
+      formPost(proxy.url, {
+        grant_type: 'refresh_token',
+        refresh_token: token,
+        client_id: clientId,
+      }),
     )
 
   const GARBAGE: Fault[] = ['text', 'bad-json', 'html-502', 'no-access-token']

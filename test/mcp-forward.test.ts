@@ -20,6 +20,7 @@ import {
   connectClient,
   initializeMessage,
   mcpRequest,
+  openSession,
   resultJson,
   serveApp,
   signedInProvider,
@@ -235,15 +236,6 @@ function lastRequest(backend: Backend): SeenRequest {
   return last
 }
 
-async function openRawSession(mcpUrl: string, token: string): Promise<string> {
-  const opened = await mcpRequest(mcpUrl, { token, body: initializeMessage() })
-  expect(opened.status).toBe(200)
-  await opened.body?.cancel()
-  const id = opened.headers.get('mcp-session-id')
-  if (!id) throw new Error('no session id')
-  return id
-}
-
 // ---------------------------------------------------------------------------------------
 
 describe('forward mode: /mcp in front of an MCP backend that validates upstream tokens', () => {
@@ -392,7 +384,7 @@ describe('forward mode: /mcp in front of an MCP backend that validates upstream 
 
   it('forwards the GET event stream, and DELETE ends the backend session', async () => {
     const token = accessTokenOf(alice)
-    const sessionId = await openRawSession(mcpUrl, token)
+    const sessionId = await openSession(mcpUrl, token)
     const backendId = sessionId.slice(0, sessionId.lastIndexOf('.'))
     expect(backend.sessionIds()).toContain(backendId)
 
@@ -426,7 +418,7 @@ describe('forward mode: /mcp in front of an MCP backend that validates upstream 
 
   it('closes the backend’s event stream when the client goes away', async () => {
     const token = accessTokenOf(alice)
-    const sessionId = await openRawSession(mcpUrl, token)
+    const sessionId = await openSession(mcpUrl, token)
     const before = backend.openStreams
     const controller = new AbortController()
     const stream = await fetch(mcpUrl, {

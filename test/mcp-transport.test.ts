@@ -12,6 +12,7 @@ import { createAccessTokenVerifier } from '../src/tokens/verifier.js'
 import {
   initializeMessage,
   mcpRequest,
+  openSession,
   resultJson,
   rpcMessages,
   rpcResponse,
@@ -317,14 +318,6 @@ describe('the /mcp transport with sessions', () => {
     expect(resultJson(result)).toEqual({ released: true })
   })
 })
-
-async function openSession(url: string, token: string): Promise<string> {
-  const opened = await mcpRequest(url, { token, body: initializeMessage() })
-  const sessionId = opened.headers.get('mcp-session-id')
-  await opened.body?.cancel()
-  if (opened.status !== 200 || !sessionId) throw new Error(`initialize: ${opened.status}`)
-  return sessionId
-}
 
 describe('shutdown with MCP sessions open', () => {
   it('ends open event streams and answers running calls, so the server can stop', async () => {

@@ -4,7 +4,7 @@ import { loadConfig } from '../src/config.js'
 import { type RunningServer, startServer } from '../src/server.js'
 import { mintAccessToken } from '../src/tokens/access-token.js'
 import { lookupRefreshToken } from '../src/tokens/grants.js'
-import { authorizationUrl, pkce, registerClient, signIn } from './support/flow.js'
+import { authorizationUrl, formPost, pkce, registerClient, signIn } from './support/flow.js'
 import { initializeMessage, mcpRequest } from './support/mcp.js'
 import { freePort } from './support/net.js'
 import {
@@ -36,11 +36,7 @@ interface Answer {
 }
 
 async function token(url: string, params: Record<string, string>): Promise<Answer> {
-  const res = await fetch(`${url}/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(params),
-  })
+  const res = await formPost(url, params)
   return { status: res.status, body: (await res.json()) as TokenBody }
 }
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { findGrant, lookupRefreshToken, upstreamTokens } from '../src/tokens/grants.js'
-import { authorizationUrl, pkce, registerClient, signIn } from './support/flow.js'
+import { authorizationUrl, formPost, pkce, registerClient, signIn } from './support/flow.js'
 import { type ProxyUnderTest, startProxy, startSibling } from './support/proxy.js'
 
 interface Tokens {
@@ -54,7 +54,7 @@ async function signedIn(
       state: 's',
     }),
   )
-  const res = await tokenRequest(proxy.url, {
+  const res = await formPost(proxy.url, {
     grant_type: 'authorization_code',
     code: back.searchParams.get('code') ?? '',
     redirect_uri: redirectUri,
@@ -65,16 +65,8 @@ async function signedIn(
   return { clientId: client.client_id, tokens: (await res.json()) as Tokens }
 }
 
-function tokenRequest(url: string, params: Record<string, string>): Promise<Response> {
-  return fetch(`${url}/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(params),
-  })
-}
-
 const refresh = (url: string, clientId: string, token: string) =>
-  tokenRequest(url, { grant_type: 'refresh_token', refresh_token: token, client_id: clientId })
+  formPost(url, { grant_type: 'refresh_token', refresh_token: token, client_id: clientId })
 
 describe.each(['memory', 'redis'] as const)('refresh token rotation (%s store)', (store) => {
   let proxy: ProxyUnderTest

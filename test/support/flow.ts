@@ -15,6 +15,20 @@ export function pkce(): { verifier: string; challenge: string } {
   return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') }
 }
 
+/** A form POST to the proxy (`/token` unless `path` says otherwise), as OAuth clients send. */
+export function formPost(
+  url: string,
+  params: Record<string, string>,
+  path = '/token',
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    body: new URLSearchParams(params),
+  })
+}
+
 /** Registers a client at the proxy (RFC 7591) and returns the response body. */
 export async function registerClient(
   proxyUrl: string,

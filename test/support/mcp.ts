@@ -114,6 +114,15 @@ export async function rpcResponse(response: Response): Promise<Record<string, un
   return last
 }
 
+/** Opens a session with a raw `initialize` POST and returns its `Mcp-Session-Id`. */
+export async function openSession(mcpUrl: string, token: string): Promise<string> {
+  const opened = await mcpRequest(mcpUrl, { token, body: initializeMessage() })
+  const sessionId = opened.headers.get('mcp-session-id')
+  await opened.body?.cancel()
+  if (opened.status !== 200 || !sessionId) throw new Error(`initialize: ${opened.status}`)
+  return sessionId
+}
+
 /** A JSON-RPC `initialize` request. */
 export function initializeMessage(id = 1) {
   return {
