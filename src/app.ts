@@ -2,7 +2,7 @@ import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import { createAuditTrail } from './audit.js'
 import type { Deps } from './deps.js'
-import { OAuthError, StoreUnavailableError, unavailable } from './errors.js'
+import { OAuthError, refusalResponse } from './errors.js'
 import { createMcpEndpoint, type McpEndpointOptions } from './mcp/endpoint.js'
 import { createMetrics, metricsRoutes } from './metrics.js'
 import { authorizeRoutes } from './oauth/authorize.js'
@@ -94,15 +94,10 @@ export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
 
   app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())
   app.onError((error, c) => {
-    if (error instanceof OAuthError) {
-      if (error.status >= 500)
-        deps.logger.warn({ err: error.internal, code: error.code, path: c.req.path }, error.message)
-      return error.getResponse()
-    }
-    if (error instanceof StoreUnavailableError) {
-      deps.logger.error({ err: error.cause, path: c.req.path }, 'store unavailable')
-      return unavailable(error).getResponse()
-    }
+    // OAuth refusals and store outages answer as everywhere else (the MCP endpoint, library
+    // mode); server-side ones (5xx) are logged at warn, with their cause.
+    const refusal = refusalResponse(error, deps.logger, c.req.path)
+    if (refusal) return refusal
     if (error instanceof HTTPException && error.status < 500) {
       return new OAuthError('invalid_request', error.message || 'bad request', {
         status: error.status,
