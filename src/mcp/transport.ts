@@ -48,6 +48,13 @@ export class HttpServerTransport implements Transport {
   onclose?: () => void
   onerror?: (error: Error) => void
   onmessage?: (message: JSONRPCMessage, extra?: MessageExtraInfo) => void
+  /**
+   * Called once no request is left unanswered (after a POST of notifications only, or with
+   * the last response): a stateless server is closed then.
+   */
+  onsettled?: () => void
+  /** Called at each keep-alive of the session's own stream (GET) while a client holds it. */
+  onlistening?: () => void
 
   /** The exchange carrying each open request's answer, by JSON-RPC id. */
   readonly #exchanges = new Map<RequestId, Exchange>()
@@ -55,10 +62,6 @@ export class HttpServerTransport implements Transport {
   #closed = false
 
   async start(): Promise<void> {}
-
-  get closed(): boolean {
-    return this.#closed
-  }
 
   /**
    * Delivers a POST's messages (already validated) to the server and returns its answer: 202
@@ -70,11 +73,11 @@ export class HttpServerTransport implements Transport {
     delivery: Delivery,
     stream: boolean,
   ): Promise<Response> {
+    if (this.#closed) return Promise.resolve(jsonRpcError(404, -32001, 'Session not found'))
     const extra: MessageExtraInfo = {
       authInfo: delivery.authInfo,
       requestInfo: delivery.requestInfo,
     }
-    if (this.#closed) return Promise.resolve(jsonRpcError(404, -32001, 'Session not found'))
     const requests = messages.filter(isRequest)
     if (requests.length === 0) {
       for (const message of messages) this.onmessage?.(message, extra)
@@ -96,12 +99,6 @@ export class HttpServerTransport implements Transport {
     return exchange.response
   }
 
-  /**
-   * Called once no request is left unanswered (after a POST of notifications only, or with
-   * the last response): a stateless server is closed then.
-   */
-  onsettled?: () => void
-
   #settle(): void {
     if (this.#exchanges.size === 0) this.onsettled?.()
   }
@@ -116,9 +113,6 @@ export class HttpServerTransport implements Transport {
     this.#standalone = stream
     return stream.response(headers)
   }
-
-  /** Called at each keep-alive of the session's own stream (GET) while a client holds it. */
-  onlistening?: () => void
 
   async send(message: JSONRPCMessage, options?: { relatedRequestId?: RequestId }): Promise<void> {
     if (this.#closed) return
