@@ -8,6 +8,7 @@ import type { VerifiedAccessToken } from '../tokens/access-token.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerChallenge } from './challenge.js'
 import type { Caller } from './tools.js'
+import { jsonRpcError } from './transport.js'
 import type { UpstreamTokenSource } from './upstream-token.js'
 
 /** What the gate hands the endpoint: who is calling, and the POST body it had to read. */
@@ -81,15 +82,8 @@ export function mcpBearerAuth(
         parsedBody = JSON.parse(await readBody(c, maxBodyBytes))
       } catch (error) {
         if (error instanceof OAuthError) throw error
-        // What the SDK transport answers for the same body, had it read it.
-        return c.json(
-          {
-            jsonrpc: '2.0',
-            error: { code: -32700, message: 'Parse error: Invalid JSON' },
-            id: null,
-          },
-          400,
-        )
+        // The transport's answer to a body that is not JSON (JSON-RPC 2.0 §5.1).
+        return jsonRpcError(400, -32700, 'Parse error: Invalid JSON')
       }
       const needed = scopesNeeded(parsedBody, options.toolScopes, verified.scopes)
       if (needed.length) {

@@ -12,6 +12,7 @@ import type { Keys } from '../tokens/keys.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerRefusals, type GatedRequest, type McpEnv } from './auth.js'
 import type { SessionOwner } from './sessions.js'
+import { jsonRpcError } from './transport.js'
 import type { UpstreamTokenSource } from './upstream-token.js'
 
 /** What forwarding needs: the app's dependencies, with the verifier the gate uses. */
@@ -417,11 +418,4 @@ export function createDownstreamTokens(
       return jwt
     },
   }
-}
-
-function jsonRpcError(status: number, code: number, message: string): Response {
-  return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }), {
-    status,
-    headers: { 'content-type': 'application/json' },
-  })
 }

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Config } from '../config.js'
 import type { McpEnv } from './auth.js'
+import { jsonRpcError } from './transport.js'
 
 const LOOPBACK_ORIGIN = /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/
 
@@ -21,13 +22,6 @@ export function originGuard(
     const origin = c.req.header('origin')
     if (origin === undefined || any || allowed.has(origin) || LOOPBACK_ORIGIN.test(origin))
       return next()
-    return c.json(
-      {
-        jsonrpc: '2.0',
-        error: { code: -32000, message: 'Forbidden: this origin may not use this MCP server' },
-        id: null,
-      },
-      403,
-    )
+    return jsonRpcError(403, -32000, 'Forbidden: this origin may not use this MCP server')
   }
 }
