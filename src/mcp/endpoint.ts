@@ -24,6 +24,8 @@ import {
   type Delivery,
   HttpServerTransport,
   isInitialize,
+  isRequest,
+  jsonAnswer,
   jsonRpcError,
   readMessages,
   wantsStream,
@@ -198,10 +200,11 @@ function statefulHandler(
 
   return async (c) => {
     const { authInfo, caller } = c.get('mcp')
+    const owner = { sub: caller.sub, clientId: authInfo.clientId }
     const id = c.req.header('mcp-session-id')
     let session: Session | undefined
     if (id !== undefined) {
-      session = sessions.find(id, { sub: caller.sub, clientId: authInfo.clientId })
+      session = sessions.find(id, owner)
       if (!session) return jsonRpcError(404, -32001, 'Session not found')
     }
     const method = c.req.method
@@ -212,7 +215,7 @@ function statefulHandler(
         if (session) return jsonRpcError(400, -32600, 'Invalid Request: Server already initialized')
         const refused = onlyInitialize(messages)
         if (refused) return refused
-        session = await open({ sub: caller.sub, clientId: authInfo.clientId })
+        session = await open(owner)
       } else {
         if (!session) return sessionRequired()
         const refused = unsupportedProtocol(c)
@@ -247,15 +250,13 @@ function constantAnswer(
   headers: Readonly<Record<string, string>>,
 ): Response | undefined {
   const [message] = messages
-  if (messages.length !== 1 || !message || !('method' in message) || !('id' in message)) {
-    return undefined
-  }
+  if (messages.length !== 1 || !message || !isRequest(message)) return undefined
   const result = servers.constantResult(message)
   if (result === undefined) return undefined
-  return new Response(`{"jsonrpc":"2.0","id":${JSON.stringify(message.id)},"result":${result}}`, {
-    status: 200,
-    headers: { 'content-type': 'application/json', ...headers },
-  })
+  return jsonAnswer(
+    `{"jsonrpc":"2.0","id":${JSON.stringify(message.id)},"result":${result}}`,
+    headers,
+  )
 }
 
 const sessionRequired = () =>

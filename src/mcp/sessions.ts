@@ -74,6 +74,12 @@ export function createSessionRegistry<S extends SessionLike>(
     entry.session.close().catch(() => {})
   }
 
+  // Re-inserted, so the map's order stays the order of last use.
+  const markUsed = (id: string, session: S, now: number) => {
+    sessions.delete(id)
+    sessions.set(id, { session, usedAt: now })
+  }
+
   const sweep = (now: number) => {
     for (const [id, entry] of sessions) {
       if (now - entry.usedAt < idleSeconds) break
@@ -110,8 +116,7 @@ export function createSessionRegistry<S extends SessionLike>(
       if (!entry) return undefined
       const { sub, clientId } = entry.session.owner
       if (sub !== owner.sub || clientId !== owner.clientId) return undefined
-      sessions.delete(id)
-      sessions.set(id, { session: entry.session, usedAt: now })
+      markUsed(id, entry.session, now)
       return entry.session
     },
 
@@ -122,9 +127,7 @@ export function createSessionRegistry<S extends SessionLike>(
 
     touch(id) {
       const entry = sessions.get(id)
-      if (!entry) return
-      sessions.delete(id)
-      sessions.set(id, { session: entry.session, usedAt: clock.now() })
+      if (entry) markUsed(id, entry.session, clock.now())
     },
 
     closeAll() {

@@ -155,7 +155,8 @@ export class HttpServerTransport implements Transport {
 type Request = Extract<JSONRPCMessage, { method: string; id: RequestId }>
 type ResponseMessage = Extract<JSONRPCMessage, { result: unknown } | { error: unknown }>
 
-function isRequest(message: JSONRPCMessage): message is Request {
+/** Whether `message` is a request (a method and an id), not a notification or a response. */
+export function isRequest(message: JSONRPCMessage): message is Request {
   return 'method' in message && 'id' in message
 }
 
@@ -196,12 +197,7 @@ class JsonExchange implements Exchange {
     const body = this.#batch
       ? this.#ids.map((each) => this.#answers.get(each))
       : this.#answers.get(id)
-    this.#resolve(
-      new Response(JSON.stringify(body), {
-        status: 200,
-        headers: { 'content-type': 'application/json', ...this.#headers },
-      }),
-    )
+    this.#resolve(jsonAnswer(JSON.stringify(body), this.#headers))
   }
 
   write(): boolean {
@@ -299,16 +295,21 @@ class EventStream {
 }
 
 /** A JSON-RPC error with no id, as the transport answers HTTP-level refusals. */
-export function jsonRpcError(
-  status: number,
-  code: number,
-  message: string,
-  headers: Readonly<Record<string, string>> = {},
-): Response {
-  return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }), {
+export function jsonRpcError(status: number, code: number, message: string): Response {
+  return jsonAnswer(
+    JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }),
+    {},
     status,
-    headers: { 'content-type': 'application/json', ...headers },
-  })
+  )
+}
+
+/** JSON text as the answer to a POST, with the headers of its session. */
+export function jsonAnswer(
+  json: string,
+  headers: Readonly<Record<string, string>>,
+  status = 200,
+): Response {
+  return new Response(json, { status, headers: { 'content-type': 'application/json', ...headers } })
 }
 
 /** The most messages one POST may carry (a JSON-RPC batch, protocol 2025-03-26). */
