@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto'
 import { jwtVerify, SignJWT } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError } from '../src/config.js'
@@ -57,7 +57,7 @@ describe('generated keys shared through Redis', () => {
   })
 })
 
-async function sign(key: { kid: string; privateKey: CryptoKey }): Promise<string> {
+async function sign(key: { kid: string; privateKey: KeyObject }): Promise<string> {
   return new SignJWT({ sub: 'user' })
     .setProtectedHeader({ alg: 'ES256', kid: key.kid })
     .setExpirationTime('1h')

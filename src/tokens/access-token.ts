@@ -108,7 +108,7 @@ export async function mintAccessToken(
 function signCompact(key: SigningKey, header: Record<string, string>, payload: string): string {
   const signingInput = `${base64url(JSON.stringify(header))}.${base64url(payload)}`
   const signature = sign('sha256', Buffer.from(signingInput), {
-    key: key.privateKeyObject,
+    key: key.privateKey,
     dsaEncoding: 'ieee-p1363',
   })
   return `${signingInput}.${signature.toString('base64url')}`

@@ -14,14 +14,13 @@ import type { Store } from '../store/store.js'
 /** An ES256 key the proxy signs access tokens with (RFC 9068 §2.1). */
 export interface SigningKey {
   readonly kid: string
-  readonly privateKey: CryptoKey
-  readonly publicKey: CryptoKey
   /**
-   * The private key imported once for `node:crypto`: signing through it directly skips jose's
-   * WebCrypto round trip (a thread-pool job and a promise per signature) on the hot path.
-   * Verification stays on jose's pinned `jwtVerify` with `publicKey`.
+   * Imported once for `node:crypto`: signing through it directly skips jose's WebCrypto round
+   * trip (a thread-pool job and a promise per signature) on the hot path.
    */
-  readonly privateKeyObject: KeyObject
+  readonly privateKey: KeyObject
+  /** For jose's pinned `jwtVerify`. */
+  readonly publicKey: CryptoKey
   readonly publicJwk: JWK
 }
 
@@ -248,9 +247,8 @@ async function toSigningKey(privateJwk: JWK): Promise<SigningKey> {
   const publicJwk: JWK = { ...base, kid, alg: 'ES256', use: 'sig' }
   return {
     kid,
-    privateKey: (await importJWK({ ...privateJwk, alg: 'ES256' }, 'ES256')) as CryptoKey,
+    privateKey: createPrivateKey({ key: { ...base, d: privateJwk.d }, format: 'jwk' }),
     publicKey: (await importJWK(publicJwk, 'ES256')) as CryptoKey,
-    privateKeyObject: createPrivateKey({ key: { ...base, d: privateJwk.d }, format: 'jwk' }),
     publicJwk,
   }
 }

@@ -1,4 +1,4 @@
-import { createHmac, generateKeyPairSync } from 'node:crypto'
+import { createHmac, generateKeyPairSync, KeyObject, sign } from 'node:crypto'
 import fc from 'fast-check'
 import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair } from 'jose'
 import { beforeAll, describe, expect, it } from 'vitest'
@@ -33,7 +33,7 @@ let keys: KeySet
 let valid: string
 let validHeader: Record<string, unknown>
 let validClaims: Record<string, unknown>
-let attacker: { privateKey: CryptoKey; jwk: Record<string, unknown> }
+let attacker: { privateKey: KeyObject; jwk: Record<string, unknown> }
 let rsaPrivatePem: string
 let secrets: string[]
 /** An upstream token sealed with the proxy's key, expired, of a grant that does not exist. */
@@ -59,7 +59,10 @@ beforeAll(async () => {
   validHeader = decodeProtectedHeader(valid) as Record<string, unknown>
   validClaims = decodeJwt(valid) as Record<string, unknown>
   const pair = await generateKeyPair('ES256', { extractable: true })
-  attacker = { privateKey: pair.privateKey, jwk: { ...(await exportJWK(pair.publicKey)) } }
+  attacker = {
+    privateKey: KeyObject.from(pair.privateKey),
+    jwk: { ...(await exportJWK(pair.publicKey)) },
+  }
   rsaPrivatePem = generateKeyPairSync('rsa', { modulusLength: 2048 })
     .privateKey.export({ type: 'pkcs8', format: 'pem' })
     .toString()
@@ -75,13 +78,10 @@ const b64 = (value: unknown) =>
   Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url')
 
 /** ES256 over `header.payload` with a WebCrypto key (the JWS r||s form). */
-async function es256(input: string, key: CryptoKey): Promise<string> {
-  const signature = await crypto.subtle.sign(
-    { name: 'ECDSA', hash: 'SHA-256' },
-    key,
-    new TextEncoder().encode(input),
+function es256(input: string, key: KeyObject): string {
+  return sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }).toString(
+    'base64url',
   )
-  return Buffer.from(signature).toString('base64url')
 }
 
 function mcp(
@@ -252,7 +252,7 @@ describe('the bearer gate against tampered tokens', () => {
                       .sign('sha256', Buffer.from(input), rsaPrivatePem)
                       .toString('base64url')
                   : f.signer === 'attacker'
-                    ? await es256(input, attacker.privateKey)
+                    ? es256(input, attacker.privateKey)
                     : (valid.split('.')[2] ?? '')
         assertRefused(await mcp(`${input}.${signature}`), JSON.stringify(header).slice(0, 200))
       }),
@@ -347,7 +347,7 @@ describe('the bearer gate against tampered tokens', () => {
           for (const name of oddities) WEIRD[name]?.(claims)
           for (const name of chosen) defects[name]?.(header, claims)
           const input = `${b64(header)}.${b64(claims)}`
-          const token = `${input}.${await es256(input, keys.signing.privateKey)}`
+          const token = `${input}.${es256(input, keys.signing.privateKey)}`
           assertRefused(await mcp(token), chosen.join(', '))
         },
       ),
@@ -380,7 +380,7 @@ describe('the bearer gate against tampered tokens', () => {
           const claims: Record<string, unknown> = { ...validClaims, ...changes }
           for (const name of oddities) WEIRD[name]?.(claims)
           const input = `${b64(validHeader)}.${b64(claims)}`
-          const token = `${input}.${await es256(input, keys.signing.privateKey)}`
+          const token = `${input}.${es256(input, keys.signing.privateKey)}`
           const body = call === 'initialize' ? initializeMessage() : toolCallMessage('whoami')
           // Stateless, so that whoami runs without an initialize first.
           const ex = await mcp(token, { body: JSON.stringify(body) }, stateless)
@@ -401,7 +401,7 @@ describe('regressions the properties found', () => {
     'refuses a well-signed token whose %s is not a string with invalid_token, not a 500',
     async (claim, value) => {
       const input = `${b64(validHeader)}.${b64({ ...validClaims, [claim]: value })}`
-      const token = `${input}.${await es256(input, keys.signing.privateKey)}`
+      const token = `${input}.${es256(input, keys.signing.privateKey)}`
       const ex = await mcp(token)
       assertRefused(ex, claim)
       expect(JSON.parse(ex.text).error_description).toBe(
