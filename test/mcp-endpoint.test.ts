@@ -5,6 +5,7 @@ import type { TestOAuthProvider } from './support/flow.js'
 import {
   accessTokenOf,
   connectClient,
+  expectSessionNotFound,
   initializeMessage,
   mcpRequest,
   resultJson,
@@ -98,23 +99,7 @@ describe.each(CASES)('the MCP endpoint behind a %s upstream (%s store)', (flavor
     expect(sessionId).toMatch(/^[0-9a-f-]{36}$/)
     await opened.body?.cancel()
 
-    const listByBob = await mcpRequest(mcpUrl, {
-      token: bobToken,
-      sessionId,
-      body: { jsonrpc: '2.0', id: 5, method: 'tools/list' },
-    })
-    expect(listByBob.status).toBe(404)
-    expect(await listByBob.json()).toEqual({
-      jsonrpc: '2.0',
-      error: { code: -32001, message: 'Session not found' },
-      id: null,
-    })
-    const streamByBob = await mcpRequest(mcpUrl, { token: bobToken, sessionId })
-    expect(streamByBob.status).toBe(404)
-    await streamByBob.body?.cancel()
-    const deleteByBob = await mcpRequest(mcpUrl, { token: bobToken, sessionId, method: 'DELETE' })
-    expect(deleteByBob.status).toBe(404)
-    await deleteByBob.body?.cancel()
+    await expectSessionNotFound(mcpUrl, bobToken, sessionId)
 
     // Still Alice's: her own request goes through.
     const listByAlice = await mcpRequest(mcpUrl, {

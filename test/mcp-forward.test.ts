@@ -18,6 +18,7 @@ import type { TestOAuthProvider } from './support/flow.js'
 import {
   accessTokenOf,
   connectClient,
+  expectSessionNotFound,
   initializeMessage,
   mcpRequest,
   openSession,
@@ -330,23 +331,7 @@ describe('forward mode: /mcp in front of an MCP backend that validates upstream 
     const sessionId = transport.sessionId as string
     const before = backend.requests.length
 
-    const listByBob = await mcpRequest(mcpUrl, {
-      token: bobToken,
-      sessionId,
-      body: { jsonrpc: '2.0', id: 5, method: 'tools/list' },
-    })
-    expect(listByBob.status).toBe(404)
-    expect(await listByBob.json()).toEqual({
-      jsonrpc: '2.0',
-      error: { code: -32001, message: 'Session not found' },
-      id: null,
-    })
-    const streamByBob = await mcpRequest(mcpUrl, { token: bobToken, sessionId })
-    expect(streamByBob.status).toBe(404)
-    await streamByBob.body?.cancel()
-    const deleteByBob = await mcpRequest(mcpUrl, { token: bobToken, sessionId, method: 'DELETE' })
-    expect(deleteByBob.status).toBe(404)
-    await deleteByBob.body?.cancel()
+    await expectSessionNotFound(mcpUrl, bobToken, sessionId)
     // The backend's own id, without the binding, is no way in either.
     const bare = await mcpRequest(mcpUrl, {
       token: accessTokenOf(alice),

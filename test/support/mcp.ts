@@ -5,6 +5,7 @@ import { auth } from '@modelcontextprotocol/sdk/client/auth.js'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import type { Hono } from 'hono'
+import { expect } from 'vitest'
 import { signIn, TestOAuthProvider } from './flow.js'
 import type { ProxyUnderTest } from './proxy.js'
 
@@ -121,6 +122,34 @@ export async function openSession(mcpUrl: string, token: string): Promise<string
   await opened.body?.cancel()
   if (opened.status !== 200 || !sessionId) throw new Error(`initialize: ${opened.status}`)
   return sessionId
+}
+
+/**
+ * Expects POST, GET and DELETE with `token` on session `sessionId` to be answered as for a
+ * session that does not exist: 404 `Session not found`, however the session is bound.
+ */
+export async function expectSessionNotFound(
+  mcpUrl: string,
+  token: string,
+  sessionId: string,
+): Promise<void> {
+  const list = await mcpRequest(mcpUrl, {
+    token,
+    sessionId,
+    body: { jsonrpc: '2.0', id: 5, method: 'tools/list' },
+  })
+  expect(list.status).toBe(404)
+  expect(await list.json()).toEqual({
+    jsonrpc: '2.0',
+    error: { code: -32001, message: 'Session not found' },
+    id: null,
+  })
+  const stream = await mcpRequest(mcpUrl, { token, sessionId })
+  expect(stream.status).toBe(404)
+  await stream.body?.cancel()
+  const deleted = await mcpRequest(mcpUrl, { token, sessionId, method: 'DELETE' })
+  expect(deleted.status).toBe(404)
+  await deleted.body?.cancel()
 }
 
 /** A JSON-RPC `initialize` request. */
