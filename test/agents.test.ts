@@ -3,6 +3,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { formPost } from './support/flow.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 
 const KINDE_AGENT = {
@@ -25,14 +26,12 @@ function clientCredentials(
   params: Record<string, string>,
   authorization?: string,
 ) {
-  return fetch(`${proxy.url}/token`, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/x-www-form-urlencoded',
-      ...(authorization ? { authorization } : {}),
-    },
-    body: new URLSearchParams({ grant_type: 'client_credentials', ...params }),
-  })
+  return formPost(
+    proxy.url,
+    { grant_type: 'client_credentials', ...params },
+    '/token',
+    authorization ? { authorization } : {},
+  )
 }
 
 async function claims(proxy: ProxyUnderTest, token: string) {

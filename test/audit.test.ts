@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { authorizationUrl, pkce, registerClient, signIn } from './support/flow.js'
+import { formPost, registerClient, signInForCode } from './support/flow.js'
 import { PROXY_CLIENT, type ProxyUnderTest, startProxy } from './support/proxy.js'
 
 const AGENT = { client_id: 'agent-acme', client_secret: 'agent-acme-secret', org_code: 'org_acme' }
@@ -58,30 +58,17 @@ describe('the audit log', () => {
       token_endpoint_auth_method: 'client_secret_post',
     })
     secrets.push(client.client_secret as string)
-    const { verifier, challenge } = pkce()
-    secrets.push(verifier)
-    const back = await signIn(
-      proxy,
-      authorizationUrl(proxy.url, {
-        response_type: 'code',
-        client_id: client.client_id,
-        redirect_uri: redirectUri,
-        code_challenge: challenge,
-        code_challenge_method: 'S256',
-        state: 'st',
-      }),
-    )
-    const code = back.searchParams.get('code') as string
-    secrets.push(code)
+    const { code, verifier } = await signInForCode(proxy, {
+      clientId: client.client_id,
+      redirectUri,
+      state: 'st',
+    })
+    secrets.push(verifier, code)
     const form = (params: Record<string, string>) =>
-      fetch(`${proxy.url}/token`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({
-          client_id: client.client_id,
-          client_secret: client.client_secret as string,
-          ...params,
-        }),
+      formPost(proxy.url, {
+        client_id: client.client_id,
+        client_secret: client.client_secret as string,
+        ...params,
       })
     const issued = (await (
       await form({
@@ -176,14 +163,9 @@ describe('the audit log', () => {
 
   it('records a whole agent flow, including a refused attempt', async () => {
     const token = (id: string, secret: string) =>
-      fetch(`${proxy.url}/token`, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/x-www-form-urlencoded',
-          authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`,
-          'x-request-id': 'agent-run-42',
-        },
-        body: new URLSearchParams({ grant_type: 'client_credentials' }),
+      formPost(proxy.url, { grant_type: 'client_credentials' }, '/token', {
+        authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`,
+        'x-request-id': 'agent-run-42',
       })
     const ok = await token(AGENT.client_id, AGENT.client_secret)
     expect(ok.status).toBe(200)

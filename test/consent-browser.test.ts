@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { randomToken } from '../src/crypto.js'
 import { escapeHtml } from '../src/oauth/pages.js'
 import { type ClientServer, launchChromium, startClientServer } from './support/browser.js'
-import { authorizationUrl, pkce, registerClient } from './support/flow.js'
+import { authorizationUrl, formPost, pkce, registerClient } from './support/flow.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 
 const CLIENT_NAME = 'Consent Test Client'
@@ -143,16 +143,12 @@ describe('the consent page in headless Chromium', () => {
     expect(received.get('error')).toBeNull()
     expect(await page.locator('body').textContent()).toBe('done')
 
-    const token = await fetch(`${proxy.url}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({
-        grant_type: 'authorization_code',
-        code: received.get('code') as string,
-        redirect_uri: client.redirectUri,
-        code_verifier: request.verifier,
-        client_id: clientId,
-      }),
+    const token = await formPost(proxy.url, {
+      grant_type: 'authorization_code',
+      code: received.get('code') as string,
+      redirect_uri: client.redirectUri,
+      code_verifier: request.verifier,
+      client_id: clientId,
     })
     expect(token.status).toBe(200)
     expect(await token.json()).toMatchObject({

@@ -3,7 +3,7 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { SealedUpstream } from '../src/tokens/access-token.js'
 import { unseal } from '../src/tokens/seal.js'
-import { signIn, TestOAuthProvider } from './support/flow.js'
+import { formPost, signIn, TestOAuthProvider } from './support/flow.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 import type { UpstreamFlavor } from './support/upstream.js'
 
@@ -107,14 +107,10 @@ describe.each(CASES)(
         }),
       })
       expect(revoked.status).toBe(200)
-      const after = await fetch(`${proxy.url}/token`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({
-          grant_type: 'refresh_token',
-          refresh_token: second?.refresh_token as string,
-          client_id: provider.information?.client_id as string,
-        }),
+      const after = await formPost(proxy.url, {
+        grant_type: 'refresh_token',
+        refresh_token: second?.refresh_token as string,
+        client_id: provider.information?.client_id as string,
       })
       expect(after.status).toBe(400)
       expect(await after.json()).toEqual({

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { formPost } from './support/flow.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 import { type RedisServer, startRedisServer } from './support/redis-server.js'
 
@@ -56,11 +57,7 @@ describe('GET /metrics', () => {
 
   it('counts requests by route pattern, tokens by grant type and upstream calls', async () => {
     const before = await scrape()
-    const token = await fetch(`${proxy.url}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', ...AGENT }),
-    })
+    const token = await formPost(proxy.url, { grant_type: 'client_credentials', ...AGENT })
     expect(token.status).toBe(200)
     await fetch(`${proxy.url}/no/such/path/${Math.random()}`)
     const after = await scrape()
@@ -106,14 +103,10 @@ describe('GET /metrics', () => {
 
   it('counts a failed upstream call and store errors while Redis is down', async () => {
     const before = await scrape()
-    const refused = await fetch(`${proxy.url}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({
-        grant_type: 'client_credentials',
-        client_id: AGENT.client_id,
-        client_secret: 'wrong',
-      }),
+    const refused = await formPost(proxy.url, {
+      grant_type: 'client_credentials',
+      client_id: AGENT.client_id,
+      client_secret: 'wrong',
     })
     expect(refused.status).toBe(401)
     await redis.stop()

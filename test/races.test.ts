@@ -4,7 +4,7 @@ import { loadConfig } from '../src/config.js'
 import { type RunningServer, startServer } from '../src/server.js'
 import { mintAccessToken } from '../src/tokens/access-token.js'
 import { lookupRefreshToken } from '../src/tokens/grants.js'
-import { authorizationUrl, formPost, pkce, registerClient, signIn } from './support/flow.js'
+import { formPost, registerClient, signInForCode } from './support/flow.js'
 import { initializeMessage, mcpRequest } from './support/mcp.js'
 import { freePort } from './support/net.js'
 import {
@@ -52,20 +52,11 @@ function refreshCounter() {
 
 /** Signs in through consent and the upstream: the token request for a fresh code. */
 async function freshCode(proxy: ProxyUnderTest, clientId: string) {
-  const { verifier, challenge } = pkce()
-  const back = await signIn(
-    proxy,
-    authorizationUrl(proxy.url, {
-      response_type: 'code',
-      client_id: clientId,
-      redirect_uri: REDIRECT_URI,
-      code_challenge: challenge,
-      code_challenge_method: 'S256',
-      state: 'race',
-    }),
-  )
-  const code = back.searchParams.get('code')
-  if (!code) throw new Error(`no code in ${back.href}`)
+  const { code, verifier } = await signInForCode(proxy, {
+    clientId,
+    redirectUri: REDIRECT_URI,
+    state: 'race',
+  })
   return {
     grant_type: 'authorization_code',
     code,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { findGrant, lookupRefreshToken, upstreamTokens } from '../src/tokens/grants.js'
-import { authorizationUrl, formPost, pkce, registerClient, signIn } from './support/flow.js'
+import { formPost, registerClient, signInForCode } from './support/flow.js'
 import { type ProxyUnderTest, startProxy, startSibling } from './support/proxy.js'
 
 interface Tokens {
@@ -42,21 +42,14 @@ async function signedIn(
     token_endpoint_auth_method: 'none',
     client_name: clientName,
   })
-  const { verifier, challenge } = pkce()
-  const back = await signIn(
-    proxy,
-    authorizationUrl(proxy.url, {
-      response_type: 'code',
-      client_id: client.client_id,
-      redirect_uri: redirectUri,
-      code_challenge: challenge,
-      code_challenge_method: 'S256',
-      state: 's',
-    }),
-  )
+  const { code, verifier } = await signInForCode(proxy, {
+    clientId: client.client_id,
+    redirectUri,
+    state: 's',
+  })
   const res = await formPost(proxy.url, {
     grant_type: 'authorization_code',
-    code: back.searchParams.get('code') ?? '',
+    code,
     redirect_uri: redirectUri,
     code_verifier: verifier,
     client_id: client.client_id,

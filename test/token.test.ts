@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { decodeJwt } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isAccessTokenDenied } from '../src/tokens/grants.js'
-import { authorizationUrl, pkce, registerClient, signIn } from './support/flow.js'
+import { pkce, registerClient, signInForCode } from './support/flow.js'
 import { PROXY_CLIENT, type ProxyUnderTest, startProxy } from './support/proxy.js'
 
 // POST /token and POST /revoke refusals: the exact RFC 6749 §5.2 / RFC 7009 §2.2.1 codes and
@@ -82,23 +82,14 @@ async function obtainCode(
   client: Client,
   scope?: string,
 ): Promise<IssuedCode> {
-  const { verifier, challenge } = pkce()
   const redirectUri = client.redirect_uris[0] as string
-  const back = await signIn(
-    proxy,
-    authorizationUrl(proxy.url, {
-      response_type: 'code',
-      client_id: client.client_id,
-      redirect_uri: redirectUri,
-      code_challenge: challenge,
-      code_challenge_method: 'S256',
-      scope,
-      resource: `${proxy.url}/mcp`,
-      state: 'token-test',
-    }),
-  )
-  const code = back.searchParams.get('code')
-  if (!code) throw new Error(`no code in ${back.href}`)
+  const { code, verifier } = await signInForCode(proxy, {
+    clientId: client.client_id,
+    redirectUri,
+    scope,
+    resource: `${proxy.url}/mcp`,
+    state: 'token-test',
+  })
   return { code, verifier, redirectUri }
 }
 

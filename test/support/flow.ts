@@ -58,6 +58,39 @@ export function authorizationUrl(
   return url
 }
 
+/**
+ * An authorization request with PKCE (S256) for `clientId`, consented and signed in at the
+ * upstream: the code it brings back with its verifier, and where the browser was sent.
+ */
+export async function signInForCode(
+  proxy: Pick<ProxyUnderTest, 'url' | 'upstream'>,
+  request: {
+    clientId: string
+    redirectUri: string
+    state: string
+    scope?: string
+    resource?: string
+  },
+): Promise<{ code: string; verifier: string; back: URL }> {
+  const { verifier, challenge } = pkce()
+  const back = await signIn(
+    proxy,
+    authorizationUrl(proxy.url, {
+      response_type: 'code',
+      client_id: request.clientId,
+      redirect_uri: request.redirectUri,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      scope: request.scope,
+      resource: request.resource,
+      state: request.state,
+    }),
+  )
+  const code = back.searchParams.get('code')
+  if (!code) throw new Error(`no code in ${back.href}`)
+  return { code, verifier, back }
+}
+
 /** The consent form's hidden fields, read from the page. */
 export function consentFields(html: string): { requestId: string; csrfToken: string } {
   const field = (name: string) =>
