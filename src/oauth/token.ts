@@ -3,9 +3,9 @@ import { Hono } from 'hono'
 import { forRequest } from '../audit.js'
 import { safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
-import { NO_STORE, OAuthError, upstreamUnavailable } from '../errors.js'
-import { methodNotAllowed, publicCors } from '../http.js'
-import { consumeRate } from '../rate-limit.js'
+import { NO_STORE, OAuthError, StoreUnavailableError, upstreamUnavailable } from '../errors.js'
+import { clientIp, methodNotAllowed, publicCors } from '../http.js'
+import { consumeRate, createFailureLimit } from '../rate-limit.js'
 import type { StoreEntry } from '../store/store.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
 import {
@@ -47,31 +47,64 @@ const CODE_VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/
 /** `POST /token` (OAuth 2.1 §3.2): authorization_code, refresh_token, client_credentials. */
 export function tokenRoutes(deps: RouteDeps, clients: Clients) {
   const app = new Hono()
+  // A client_id is public (identical registrations share one, CIMD ids are URLs), so counting
+  // every request per client_id let anyone lock a client's users out. Failures are counted per
+  // address instead, and a client's own count moves only once the request proved itself.
+  const failures = createFailureLimit(deps, {
+    name: 'token-failed',
+    perMinute: deps.config.tokenRateLimit,
+  })
+  // Counted per client id, never per credential: a Basic header would put a secret in a key.
+  const countClient: CountClient = (clientId) =>
+    consumeRate(deps, 'token', sha256(clientId), deps.config.tokenRateLimit)
   app.use('/token', publicCors(['POST']))
   app.post('/token', async (c) => {
-    const form = await readForm(c)
-    const grantType = form.grant_type
-    if (!grantType) throw new OAuthError('invalid_request', 'grant_type is missing')
-    // Counted per client id, never per credential: a Basic header would put a secret in a key.
-    const clientId =
-      basicCredentials(c.req.header('authorization'))?.id ?? form.client_id ?? 'anonymous'
-    await consumeRate(deps, 'token', sha256(clientId), deps.config.tokenRateLimit)
-    // Own properties only: `grant_type=constructor` must not reach Object's prototype.
-    const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
-    if (!handler)
-      throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
-    const body = await handler(forRequest(deps, c), clients, c.req.header('authorization'), form)
-    return c.json(body, 200, NO_STORE)
+    // Hashed: with TRUST_PROXY the address is whatever the proxy in front passed on.
+    const address = sha256(clientIp(c, deps.config.trustProxy))
+    failures.check(address)
+    try {
+      const form = await readForm(c)
+      const grantType = form.grant_type
+      if (!grantType) throw new OAuthError('invalid_request', 'grant_type is missing')
+      // Own properties only: `grant_type=constructor` must not reach Object's prototype.
+      const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
+      if (!handler)
+        throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
+      const body = await handler(
+        forRequest(deps, c),
+        clients,
+        c.req.header('authorization'),
+        form,
+        countClient,
+      )
+      return c.json(body, 200, NO_STORE)
+    } catch (error) {
+      // The client's mistakes (4xx) count; our own limits and outages (429, 5xx) do not.
+      if (error instanceof OAuthError && error.status < 500 && error.status !== 429) {
+        await failures.count(address).catch((countError: unknown) => {
+          if (!(countError instanceof StoreUnavailableError)) throw countError
+        })
+      }
+      throw error
+    }
   })
   app.all('/token', methodNotAllowed(['POST']))
   return app
 }
+
+/**
+ * Counts one request against the client's own limit; called by a grant once the request has
+ * proved itself (a live code or refresh token, or credentials the upstream accepted), so that
+ * junk naming a client never counts against it.
+ */
+type CountClient = (clientId: string) => Promise<void>
 
 type GrantHandler = (
   deps: RouteDeps,
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
 ) => Promise<TokenResponse>
 
 const GRANTS: Record<string, GrantHandler> = {
@@ -111,6 +144,7 @@ async function exchangeCode(
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
   requireGrantType(client, 'authorization_code')
@@ -119,6 +153,7 @@ async function exchangeCode(
   const grantId = await codeGrantId(deps, code)
   if (!grantId)
     throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
+  await countClient(client.clientId)
   // Redeemed under the grant's lock, like a replay's revocation: of concurrent redemptions the
   // first to hold the lock redeems and records its tokens on the grant, and every later one is
   // a replay that then revokes them. Redeeming outside the lock let a replay revoke the grant
@@ -211,6 +246,7 @@ async function refreshTokens(
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
   requireGrantType(client, 'refresh_token')
@@ -260,6 +296,7 @@ async function refreshTokens(
   // /revoke) and a rotation or grace answer never interleave and resurrect a family.
   const lookup = await lookupRefreshToken(deps, token, client.clientId)
   if (lookup.kind === 'unknown') return answer()
+  await countClient(client.clientId)
   return withGrantLock(deps, lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id, answer)
 }
 
@@ -282,6 +319,7 @@ async function clientCredentials(
   _clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
 ): Promise<TokenResponse> {
   const credentials = m2mCredentials(authorization, form)
   const allowed = deps.config.m2mAllowedClients
@@ -331,6 +369,8 @@ async function clientCredentials(
       'the identity provider refused the request',
     )
   }
+  // Only now is this the agent itself: the upstream accepted its credentials.
+  await countClient(credentials.clientId)
   const { identity, tokens } = result
   const refusal = await checkUserPolicy(
     {
