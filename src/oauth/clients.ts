@@ -2,7 +2,13 @@ import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import type { Client } from './client.js'
 import type { ValidatedClientMetadata } from './client-metadata.js'
-import { isMetadataDocumentUrl, resolveMetadataDocumentClient } from './client-metadata-document.js'
+import {
+  createMetadataDocumentFetches,
+  DEFAULT_METADATA_DOCUMENT_OPTIONS,
+  isMetadataDocumentUrl,
+  isRefusedMetadataDocumentUrl,
+  resolveMetadataDocumentClient,
+} from './client-metadata-document.js'
 
 /** Finds and registers clients, whichever way they were registered. */
 export interface Clients {
@@ -40,6 +46,10 @@ export function createClients(
   deps: Pick<Deps, 'config' | 'store' | 'clock' | 'logger' | 'metadataDocuments'>,
 ): Clients {
   const { config, store, clock } = deps
+  const fetches = createMetadataDocumentFetches({
+    ...DEFAULT_METADATA_DOCUMENT_OPTIONS,
+    ...deps.metadataDocuments,
+  })
   const idleTtl = config.clientIdleTtlSeconds
   const unusedTtl = Math.min(UNUSED_TTL_SECONDS, idleTtl)
   const statics = new Map(
@@ -64,8 +74,11 @@ export function createClients(
     async find(clientId) {
       const fixed = statics.get(clientId)
       if (fixed) return fixed
-      if (config.clientIdMetadataDocuments && isMetadataDocumentUrl(clientId)) {
-        return resolveMetadataDocumentClient(clientId, deps, deps.metadataDocuments)
+      if (
+        config.clientIdMetadataDocuments &&
+        (isMetadataDocumentUrl(clientId) || isRefusedMetadataDocumentUrl(clientId))
+      ) {
+        return resolveMetadataDocumentClient(clientId, { ...deps, fetches }, deps.metadataDocuments)
       }
       if (clientId.length > 200) return undefined
       const stored = await store.get<StoredClient>(clientKey(clientId))
