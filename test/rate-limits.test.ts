@@ -1,11 +1,14 @@
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Clock } from '../src/clock.js'
-import { formPost, registerClient, signInForCode } from './support/flow.js'
+import { authorizationUrl, formPost, pkce, registerClient, signInForCode } from './support/flow.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
+import { REDIS_URL } from './support/redis.js'
 
 // Rate limits that a stranger cannot turn against others: at /token a client_id is public, so
 // only requests that proved themselves count against it; failures count against the address.
-// Attackers and victims are told apart by X-Forwarded-For behind a trusted proxy.
+// /authorize is limited per address and leaves nothing in the store for a request nobody
+// answers. Attackers and victims are told apart by X-Forwarded-For behind a trusted proxy.
 
 const REDIRECT_URI = 'http://127.0.0.1:45556/cb'
 const ATTACKER = { 'x-forwarded-for': '203.0.113.66' }
@@ -139,5 +142,129 @@ describe.each(['memory', 'redis'] as const)('/token rate limits (%s store)', (st
     }
     // The code exchange was the first of five.
     expect(statuses).toEqual([200, 200, 200, 200, 429])
+  })
+})
+
+/** Every key under `prefix`, without it. */
+async function keysUnder(prefix: string): Promise<string[]> {
+  const redis = new Redis(REDIS_URL)
+  try {
+    const keys: string[] = []
+    let cursor = '0'
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
+      keys.push(...batch.map((key) => key.slice(prefix.length)))
+      cursor = next
+    } while (cursor !== '0')
+    return keys
+  } finally {
+    redis.disconnect()
+  }
+}
+
+describe.each(['memory', 'redis'] as const)('/authorize floods (%s store)', (store) => {
+  let proxy: ProxyUnderTest
+  beforeAll(async () => {
+    proxy = await startProxy({
+      flavor: 'kinde',
+      store,
+      env: { AUTHORIZE_RATE_LIMIT: '10', TRUST_PROXY: 'true' },
+      overrides: { clock: heldClock() },
+    })
+  })
+  afterAll(() => proxy.close())
+
+  const request = async (clientId: string) =>
+    authorizationUrl(proxy.url, {
+      response_type: 'code',
+      client_id: clientId,
+      redirect_uri: REDIRECT_URI,
+      code_challenge: pkce().challenge,
+      code_challenge_method: 'S256',
+      state: 'flood',
+    })
+
+  it('answers a flood from one address with a 429 page, writing nothing but its counter', async () => {
+    const client = await registerClient(proxy.url, {
+      redirect_uris: [REDIRECT_URI],
+      token_endpoint_auth_method: 'none',
+      client_name: 'flooded client',
+    })
+    const prefix = proxy.env.REDIS_KEY_PREFIX ?? ''
+    const before = store === 'redis' ? new Set(await keysUnder(prefix)) : new Set<string>()
+    const statuses: number[] = []
+    let refused: Response | undefined
+    for (let i = 0; i < 25; i++) {
+      const res = await fetch(await request(client.client_id), {
+        headers: ATTACKER,
+        redirect: 'manual',
+      })
+      statuses.push(res.status)
+      if (res.status === 429) refused = res
+      else await res.body?.cancel()
+    }
+    expect(statuses).toEqual([...Array(10).fill(200), ...Array(15).fill(429)])
+    if (!refused) throw new Error('unreachable')
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(refused.headers.get('content-type')).toBe('text/html; charset=utf-8')
+    expect(refused.headers.get('content-security-policy')).toContain("frame-ancestors 'none'")
+    const page = await refused.text()
+    expect(page).toContain('Too many sign-in attempts')
+    expect(page).toContain(`Try again in ${refused.headers.get('retry-after')} seconds`)
+
+    // The consent form is limited by the same count.
+    const consent = await formPost(
+      proxy.url,
+      { request_id: 'x', csrf_token: 'y', decision: 'allow' },
+      '/authorize/consent',
+      ATTACKER,
+    )
+    expect(consent.status).toBe(429)
+    expect(await consent.text()).toContain('Too many sign-in attempts')
+
+    // Everyone else signs in as usual.
+    const other = await fetch(await request(client.client_id), { headers: VICTIM })
+    expect(other.status).toBe(200)
+    expect(await other.text()).toContain('name="request_id"')
+
+    if (store === 'redis') {
+      const added = (await keysUnder(prefix)).filter((key) => !before.has(key))
+      expect(added.length).toBeGreaterThan(0)
+      expect(added.filter((key) => !key.startsWith('rate:authorize:'))).toEqual([])
+    }
+  })
+
+  it('does not keep an unused registration alive for GET /authorize, only for a completed sign-in', async () => {
+    const client = await registerClient(proxy.url, {
+      redirect_uris: [REDIRECT_URI],
+      token_endpoint_auth_method: 'none',
+      client_name: 'abandoned client',
+    })
+    const key = `client:${client.client_id}`
+    const ttlMs = async () => {
+      const redis = new Redis(REDIS_URL)
+      try {
+        return await redis.pttl(`${proxy.env.REDIS_KEY_PREFIX}${key}`)
+      } finally {
+        redis.disconnect()
+      }
+    }
+    const touchedAt = async () =>
+      (await proxy.server.deps.store.get<{ touchedAt: number }>(key))?.touchedAt
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(await request(client.client_id), { headers: VICTIM })
+      expect(res.status).toBe(200)
+      await res.body?.cancel()
+    }
+    expect(await touchedAt()).toBe(0)
+    if (store === 'redis') expect(await ttlMs()).toBeLessThanOrEqual(86_400_000)
+
+    await signInForCode(proxy, {
+      clientId: client.client_id,
+      redirectUri: REDIRECT_URI,
+      state: 's',
+    })
+    expect(await touchedAt()).toBeGreaterThan(0)
+    if (store === 'redis') expect(await ttlMs()).toBeGreaterThan(86_400_000)
   })
 })

@@ -20,7 +20,11 @@ export interface Clients {
   find(clientId: string): Promise<Client | undefined>
   /** Stores a new registration; the secret, for confidential clients, is returned only here. */
   register(metadata: ValidatedClientMetadata): Promise<{ client: Client; clientSecret?: string }>
-  /** Marks a dynamic client as in use, extending its life to the full idle TTL. */
+  /**
+   * Marks a dynamic client as in use, extending its life to the full idle TTL; called for a
+   * completed sign-in and a successful token request, never for a mere `/authorize`. Costs no
+   * store round trip for a client `find` returned that was touched within the day.
+   */
   touch(client: Client): Promise<void>
 }
 
@@ -50,6 +54,8 @@ export function createClients(
     ...DEFAULT_METADATA_DOCUMENT_OPTIONS,
     ...deps.metadataDocuments,
   })
+  // When each client `find` returned was last touched, so `touch` need not read it again.
+  const touchedAtOf = new WeakMap<Client, number>()
   const idleTtl = config.clientIdleTtlSeconds
   const unusedTtl = Math.min(UNUSED_TTL_SECONDS, idleTtl)
   const statics = new Map(
@@ -82,7 +88,10 @@ export function createClients(
       }
       if (clientId.length > 200) return undefined
       const stored = await store.get<StoredClient>(clientKey(clientId))
-      return stored ? withoutBookkeeping(stored) : undefined
+      if (!stored) return undefined
+      const client = withoutBookkeeping(stored)
+      touchedAtOf.set(client, stored.touchedAt)
+      return client
     },
 
     async register(metadata) {
@@ -117,6 +126,8 @@ export function createClients(
 
     async touch(client) {
       if (client.source !== 'dynamic') return
+      const known = touchedAtOf.get(client)
+      if (known !== undefined && clock.now() - known < TOUCH_INTERVAL_SECONDS) return
       const stored = await store.get<StoredClient>(clientKey(client.clientId))
       if (!stored || clock.now() - stored.touchedAt < TOUCH_INTERVAL_SECONDS) return
       const touchedAt = Math.floor(clock.now())

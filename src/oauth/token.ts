@@ -187,7 +187,9 @@ async function exchangeCode(
     const refresh = client.grantTypes.includes('refresh_token')
       ? issueRefreshToken(deps, grant)
       : undefined
-    return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh)
+    const issued = await issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh)
+    await clients.touch(client)
+    return issued
   })
 }
 
@@ -297,7 +299,13 @@ async function refreshTokens(
   const lookup = await lookupRefreshToken(deps, token, client.clientId)
   if (lookup.kind === 'unknown') return answer()
   await countClient(client.clientId)
-  return withGrantLock(deps, lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id, answer)
+  const issued = await withGrantLock(
+    deps,
+    lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id,
+    answer,
+  )
+  await clients.touch(client)
+  return issued
 }
 
 /** The scopes of a refreshed access token: narrowed on request (RFC 6749 §6), never widened. */
