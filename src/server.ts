@@ -82,6 +82,8 @@ export async function createDeps(config: Config, options: DepsOptions = {}): Pro
       signingKeyPrevious: config.signingKeyPrevious,
       encryptionKey: config.encryptionKey,
       rotationSeconds: config.keyRotationSeconds,
+      keysSecret: config.keysSecret,
+      upstreamClientSecret: config.upstream.clientSecret,
     })
     const outbound = options.fetch ?? fetch
     // Discovery is lazy: the proxy starts (and serves discovery) while the IdP is down.

@@ -37,7 +37,13 @@ export async function createTestApp(
   const config = loadConfig({ ...BASE_ENV, ...options.env })
   const clock = options.clock ?? createTestClock()
   const store = options.store ?? createMemoryStore(clock)
-  const keys = await createKeys({ store, clock, rotationSeconds: config.keyRotationSeconds })
+  const keys = await createKeys({
+    store,
+    clock,
+    rotationSeconds: config.keyRotationSeconds,
+    keysSecret: config.keysSecret,
+    upstreamClientSecret: config.upstream.clientSecret,
+  })
   const deps: Deps = {
     config,
     store,
