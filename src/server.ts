@@ -33,7 +33,7 @@ const HEADERS_TIMEOUT_MS = 10_000
  * only when it sweeps its connections, every `connectionsCheckingInterval` (30 s by default),
  * so the sweep runs often enough for the timeout to mean what it says.
  */
-export function requestLimits(
+function requestLimits(
   config: Pick<Config, 'requestTimeoutMs'>,
 ): Pick<ServerOptions, 'requestTimeout' | 'headersTimeout' | 'connectionsCheckingInterval'> {
   const requestTimeout = config.requestTimeoutMs
