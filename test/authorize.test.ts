@@ -5,7 +5,7 @@ import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 import type { UpstreamUser } from './support/upstream.js'
 import { location, UserAgent } from './support/user-agent.js'
 
-// GET /authorize fails in two phases (STYLE.md §2, RFC 6749 §4.1.2.1): until client_id and
+// GET /authorize fails in two phases (RFC 6749 §4.1.2.1): until client_id and
 // redirect_uri are trusted the user sees an error page, never a redirect; afterwards every
 // error goes back to the client with `error`, `state` and `iss` (RFC 9207).
 

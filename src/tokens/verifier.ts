@@ -10,7 +10,7 @@ import type { Keys } from './keys.js'
 /** Verifies access tokens for the resource server, remembering recent answers. */
 export interface AccessTokenVerifier {
   /**
-   * Everything `verifyAccessToken` pins (STYLE.md §7), then the deny-list (RFC 7009): a
+   * Everything `verifyAccessToken` pins, then the deny-list (RFC 7009): a
    * revoked token is `invalid_token`. Store failures propagate (`StoreUnavailableError`), except
    * for a token verified within the cache TTL, which is answered from memory.
    */

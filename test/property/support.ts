@@ -76,7 +76,7 @@ export interface Expectations {
   /**
    * Whether a call to the upstream failed at the network level while this request was served
    * (the test observes it through the proxy's outbound fetch): only then may the answer be
-   * 503 `temporarily_unavailable` with `Retry-After`, as STYLE.md §1 wants.
+   * 503 `temporarily_unavailable` with `Retry-After` (RFC 6749 §4.1.2.1's code for a passing outage).
    */
   readonly upstreamFailed?: boolean
 }
