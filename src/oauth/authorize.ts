@@ -50,7 +50,7 @@ const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const MAX_STATE_LENGTH = 2048
 const MAX_CONSENT_BYTES = 4096
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 
 /**
  * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the
