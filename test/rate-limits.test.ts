@@ -32,7 +32,7 @@ describe.each(['memory', 'redis'] as const)('/token rate limits (%s store)', (st
       flavor: 'kinde',
       store,
       env: { TOKEN_RATE_LIMIT: '5', TRUST_PROXY: 'true' },
-      overrides: { clock: heldClock() },
+      clock: heldClock(),
     })
   })
   afterAll(() => proxy.close())
@@ -169,7 +169,7 @@ describe.each(['memory', 'redis'] as const)('/authorize floods (%s store)', (sto
       flavor: 'kinde',
       store,
       env: { AUTHORIZE_RATE_LIMIT: '10', TRUST_PROXY: 'true' },
-      overrides: { clock: heldClock() },
+      clock: heldClock(),
     })
   })
   afterAll(() => proxy.close())

@@ -5,6 +5,7 @@ import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
 import { clientIp, hasMediaType, methodNotAllowed, readBody } from '../http.js'
 import { consumeRate } from '../rate-limit.js'
+import { storeKey } from '../store/keys.js'
 import { createGrant, issueCode } from '../tokens/grants.js'
 import { seal, unseal } from '../tokens/seal.js'
 import { UpstreamError } from '../upstream/upstream.js'
@@ -59,15 +60,14 @@ interface UpstreamTransaction extends AuthorizationRequest {
   readonly codeVerifier: string
 }
 
-// Written when a consent form is answered, so each is answered once.
-const answeredKey = (csrfToken: string) => `consent-answered:${sha256(csrfToken)}`
-const transactionKey = (state: string) => `tx:${sha256(state)}`
+const answeredKey = (csrfToken: string) => storeKey.consentAnswered(sha256(csrfToken))
+const transactionKey = (state: string) => storeKey.transaction(sha256(state))
 const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const MAX_STATE_LENGTH = 2048
 // The sealed request (with a state of up to 2 KiB) rides in the form.
 const MAX_CONSENT_BYTES = 16 * 1024
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 
 /**
  * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the

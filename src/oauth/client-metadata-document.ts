@@ -6,6 +6,7 @@ import { rootCertificates } from 'node:tls'
 import type { Clock } from '../clock.js'
 import { sha256 } from '../crypto.js'
 import { OAuthError } from '../errors.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
 import type { Client } from './client.js'
 import { type ValidatedClientMetadata, validateClientMetadata } from './client-metadata.js'
@@ -41,10 +42,6 @@ export const DEFAULT_METADATA_DOCUMENT_OPTIONS: MetadataDocumentOptions = Object
   maxConcurrentFetches: 8,
   perHostPerMinute: 30,
 })
-
-// A failed document is not fetched again for this long: retrying it on every request would let
-// anyone make this server hammer a host (or probe it) at the rate of their own requests.
-const FAILURE_CACHE_SECONDS = 60
 
 /** What the cache holds for a client_id URL: the client, or why its document was refused. */
 type Cached = Client | { readonly failure: string }
@@ -152,7 +149,7 @@ export function isMetadataDocumentUrl(clientId: string): boolean {
 
 /**
  * Resolves a client whose `client_id` is a metadata document URL (MCP 2025-11-25, draft §4):
- * from the cache (`cimd:<sha256(url)>`) or by fetching the document with SSRF guards (draft
+ * from the cache (`storeKey.metadataDocument`) or by fetching the document with SSRF guards (draft
  * §6.5: public addresses only, checked on the addresses actually connected to; no redirects;
  * §6.6 size cap; one overall timeout) and validating it (§4.1: `client_id` equal to the URL, no
  * shared-secret authentication; we also require `client_name` and `redirect_uris`). Valid
@@ -176,7 +173,7 @@ export async function resolveMetadataDocumentClient(
   const problem = checkMetadataDocumentUrl(clientId)
   if (problem)
     throw rejected(deps, clientId, new OAuthError('invalid_client', `client_id: ${problem}`))
-  const key = `cimd:${sha256(clientId)}`
+  const key = storeKey.metadataDocument(sha256(clientId))
   const cached = await deps.store.get<Cached>(key)
   if (cached && 'failure' in cached) throw new OAuthError('invalid_client', cached.failure)
   if (cached) return cached
@@ -194,10 +191,12 @@ export async function resolveMetadataDocumentClient(
     }
   } catch (error) {
     const rejection = rejected(deps, clientId, error)
+    // Not fetched again for a minute: retrying on every request would let anyone make this
+    // server hammer (or probe) a host at the rate of their own requests.
     await deps.store.put<Cached>(
       key,
       { failure: rejection.description ?? 'the client metadata document was refused' },
-      FAILURE_CACHE_SECONDS,
+      KEY_TTL_SECONDS.metadataDocumentRefusal,
     )
     throw rejection
   } finally {

@@ -2,7 +2,6 @@ import {
   createHash,
   createPrivateKey,
   createSecretKey,
-  hkdfSync,
   type KeyObject,
   randomBytes,
 } from 'node:crypto'
@@ -19,7 +18,9 @@ import {
 import type { Clock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { StoreUnavailableError } from '../errors.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
+import { deriveKey } from './derive.js'
 
 /** An ES256 key the proxy signs access tokens with (RFC 9068 §2.1). */
 export interface SigningKey {
@@ -92,12 +93,12 @@ interface StoredKeys {
 }
 
 /** Generated keys, sealed under the key-encryption key (in clear only in a `local` store). */
-const KEYS_KEY = 'keys:v2'
-const ROTATION_LOCK_KEY = 'keys:v2:rotating'
-/** Where versions before 2 kept generated keys, in clear: encrypted into `keys:v2`, then gone. */
-const LEGACY_KEYS_KEY = 'keys:v1'
+const KEYS_KEY = storeKey.keySet()
+const ROTATION_LOCK_KEY = storeKey.keyRotation()
+/** Where versions before 2 kept generated keys, in clear: sealed into the key set, then gone. */
+const LEGACY_KEYS_KEY = storeKey.legacyKeySet()
 
-/** What `keys:v2` holds: the keys sealed (JWE, `dir`/`A256GCM`) under a key-encryption key. */
+/** What the key set holds: the keys sealed (JWE, `dir`/`A256GCM`) under a key-encryption key. */
 interface SealedKeys {
   sealed: string
 }
@@ -179,7 +180,7 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
   }
 
   const rotate = async (stored: StoredKeys): Promise<StoredKeys> => {
-    if (!(await store.add(ROTATION_LOCK_KEY, true, 30))) return stored
+    if (!(await store.add(ROTATION_LOCK_KEY, true, KEY_TTL_SECONDS.keyRotation))) return stored
     const rotated: StoredKeys = {
       signing: [await newSigningKey(clock), ...stored.signing.slice(0, 1)],
       encryption: stored.encryption,
@@ -231,9 +232,7 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
 /** The key-encryption keys the options give, the one to seal with first (HKDF-SHA256). */
 function keyEncryptionKeys(options: KeysOptions): Kek[] {
   const derive = (secret: string, source: string): Kek => {
-    const key = new Uint8Array(
-      hkdfSync('sha256', secret, 'mcp-oauth-proxy', 'mcp-oauth-proxy keys at rest v1', 32),
-    )
+    const key = deriveKey(Buffer.from(secret, 'utf8'), 'mcp-oauth-proxy keys at rest v1')
     const kid = `kek-${createHash('sha256').update(key).digest('base64url').slice(0, 16)}`
     return { kid, key, source }
   }
