@@ -7,9 +7,9 @@ import { type AuthEnv, type RequireAuthOptions, requireBearer } from './mcp/requ
 import type { ServerInfo } from './mcp/server.js'
 import type { ToolDefinition } from './mcp/tools.js'
 import { createUpstreamTokenSource } from './mcp/upstream-token.js'
-import type { AuthorizeUser } from './oauth/policy.js'
 import { createDeps } from './server.js'
 import type { Store } from './store/store.js'
+import type { AuthorizeUser } from './tokens/policy.js'
 import { createAccessTokenVerifier } from './tokens/verifier.js'
 
 export interface McpAuthProxyOptions {
