@@ -113,7 +113,8 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     try {
       const url = await deps.upstream.authorizationUrl(
         { state, nonce: transaction.nonce, codeVerifier: transaction.codeVerifier },
-        request.scopes,
+        // ALLOWED_EMAIL_DOMAINS needs the email whatever scopes the client asked for.
+        config.allowedEmailDomains.length ? [...request.scopes, 'email'] : request.scopes,
       )
       await store.put(transactionKey(state), transaction, config.transactionTtlSeconds)
       return c.redirect(url.href, status)
