@@ -313,7 +313,7 @@ export async function findRefreshGrantId(
 /**
  * Refreshes a grant's upstream tokens with its upstream refresh token and re-reads who the
  * user is from the answer (the caller holds the grant's lock): the new access token's claims,
- * the new ID token when there is one, userinfo when the email policy needs it. The whole
+ * the new ID token when there is one, userinfo when the policy needs email_verified. The whole
  * sign-in policy runs again (`admitUser`) and the grant's scopes narrow to what the upstream
  * still backs; a user who no longer passes ends the family (`invalid_grant`, audit
  * `policy.refused`), as do an upstream `invalid_grant` and tokens for another subject. When the
@@ -398,7 +398,7 @@ export async function refreshGrantUpstream(
 /**
  * The identity a refresh answered with. Without a new ID token the profile claims that only
  * an ID token carries (email, organizations for Kinde) are not re-asserted, so the grant's are
- * kept; their verification is then unknown, which the email policy settles with userinfo.
+ * kept; their verification is then unknown, which the policy settles with userinfo.
  */
 function rereadIdentity(
   grant: Grant,

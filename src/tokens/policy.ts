@@ -114,8 +114,8 @@ type AdmissionDeps = Pick<Deps, 'config' | 'authorizeUser'> & {
 
 /**
  * The whole decision on a user the upstream has just vouched for, the same at sign-in and on
- * every refresh: email verification settled (from userinfo when `ALLOWED_EMAIL_DOMAINS` needs
- * it and the tokens do not say, as with Kinde), the sign-in policy with `authorizeUser`, and
+ * every refresh: email verification settled (from userinfo when `ALLOWED_EMAIL_DOMAINS` or
+ * `authorizeUser` may need it and the tokens do not say, as with Kinde), the sign-in policy, and
  * the requested scopes narrowed to those the upstream backs. An unreachable userinfo endpoint
  * throws its `UpstreamError` (`unavailable`); one that refuses leaves the email unverified.
  */
@@ -130,7 +130,9 @@ export async function admitUser(
 ): Promise<Admission> {
   const { config } = deps
   let { identity } = params
-  if (config.allowedEmailDomains.length && identity.emailVerified === undefined) {
+  // authorizeUser may judge email_verified too: it gets an identity as complete as the policy's.
+  const needsEmail = config.allowedEmailDomains.length > 0 || deps.authorizeUser !== undefined
+  if (needsEmail && identity.emailVerified === undefined) {
     identity = await withUserinfoEmail(deps.upstream, identity, params.upstreamAccessToken)
   }
   const refusal = await checkUserPolicy(config, identity, params.clientId, deps.authorizeUser)
