@@ -524,6 +524,22 @@ describe('upstream presets', () => {
     ).toEqual({ sub: 'kp_1', name: 'Ada Lovelace', scopes: ['openid', 'email'] })
   })
 
+  it.each([
+    ['kinde', kinde(undefined)],
+    ['oidc', oidc(undefined)],
+  ])('%s: reads email_verified only from the token that names the email', (_name, preset) => {
+    // A verified ID token without an email does not vouch for the access token's address.
+    expect(
+      preset.identity({ sub: 'u1', email_verified: true }, { email: 'eve@acme.test' }),
+    ).toEqual({ sub: 'u1', email: 'eve@acme.test' })
+    expect(
+      preset.identity(
+        { sub: 'u1', email: 'ada@acme.test', email_verified: false },
+        { email: 'other@acme.test', email_verified: true },
+      ),
+    ).toEqual({ sub: 'u1', email: 'ada@acme.test', emailVerified: false })
+  })
+
   it('has no identity without a subject', () => {
     expect(kinde(undefined).identity(undefined, undefined)).toBeUndefined()
   })
