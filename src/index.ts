@@ -26,7 +26,8 @@ export {
   type ToolExtra,
   toolError,
 } from './mcp/tools.js'
-export { createDeps, type DepsOptions, type RunningServer, startServer } from './server.js'
+export { type RunningServer, startServer } from './server.js'
+export { createServices, type ServiceOverrides, type Services } from './services.js'
 export { createMemoryStore } from './store/memory.js'
 export { createRedisStore, type RedisStoreOptions } from './store/redis.js'
 export type { Store } from './store/store.js'

@@ -333,7 +333,7 @@ describe.each(['memory', 'redis'] as const)(
         upstream: { users: Object.values(users) },
         // Proxy tokens outlive the upstream's hour, so the gate refreshes the upstream token.
         env: { ...POLICY_ENV, ACCESS_TOKEN_TTL_SECONDS: '7200', AUDIT_LOG: audit.file },
-        overrides: { clock },
+        clock,
       })
     })
     afterAll(async () => {

@@ -30,7 +30,7 @@ import { authenticateClient, basicCredentials } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 type Form = Record<string, string>
 
 /** The successful token response (RFC 6749 §5.1). */

@@ -12,6 +12,9 @@ export type AuthorizeUser = (
   user: UpstreamIdentity & { clientId: string },
 ) => boolean | string | Promise<boolean | string>
 
+/** The `authorizeUser` of a proxy whose application adds nothing to the configured policy. */
+export const admitEveryone: AuthorizeUser = () => true
+
 type ScopeConfig = Pick<Config, 'openScopes' | 'scopePermissions'>
 
 /**
@@ -131,7 +134,9 @@ export async function admitUser(
   const { config } = deps
   let { identity } = params
   // authorizeUser may judge email_verified too: it gets an identity as complete as the policy's.
-  const needsEmail = config.allowedEmailDomains.length > 0 || deps.authorizeUser !== undefined
+  const needsEmail =
+    config.allowedEmailDomains.length > 0 ||
+    (deps.authorizeUser !== undefined && deps.authorizeUser !== admitEveryone)
   if (needsEmail && identity.emailVerified === undefined) {
     identity = await withUserinfoEmail(deps.upstream, identity, params.upstreamAccessToken)
   }

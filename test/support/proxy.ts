@@ -1,7 +1,8 @@
 import { pino } from 'pino'
-import { loadConfig } from '../../src/config.js'
-import type { Deps } from '../../src/deps.js'
+import type { Clock } from '../../src/clock.js'
+import { type Config, loadConfig } from '../../src/config.js'
 import { type RunningServer, startServer } from '../../src/server.js'
+import { createServices, type ServiceOverrides, type Services } from '../../src/services.js'
 import { freePort } from './net.js'
 import { deleteKeys, REDIS_URL, uniquePrefix } from './redis.js'
 import {
@@ -32,8 +33,8 @@ export interface StartProxyOptions {
   upstream?: Partial<StartUpstreamOptions>
   /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
   fetch?: typeof fetch
-  /** Replaces built dependencies (a test clock). */
-  overrides?: Partial<Deps>
+  /** The proxy's clock (default the wall clock). */
+  clock?: Clock
 }
 
 /**
@@ -75,7 +76,7 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
     server = await startServer(loadConfig(env), {
       logger: pino({ level: 'silent' }),
       fetch: options.fetch,
-      overrides: options.overrides,
+      clock: options.clock,
     })
   } catch (error) {
     await upstream.close()
@@ -135,4 +136,19 @@ export async function startSibling(
     fetch: options.fetch,
   })
   return { url: server.url, server, close: () => server.close() }
+}
+
+/**
+ * The services of another instance of `proxy`, built by the composition root as the server
+ * builds its own: the same store (so the same keys), its own verifier, upstream-token cache,
+ * metrics and audit trail. `config` replaces settings of that instance only.
+ */
+export function siblingServices(
+  proxy: ProxyUnderTest,
+  options: { config?: Partial<Config>; overrides?: ServiceOverrides } = {},
+): Promise<Services> {
+  return createServices(
+    { ...proxy.server.config, ...options.config },
+    { store: proxy.server.deps.store, logger: pino({ level: 'silent' }), ...options.overrides },
+  )
 }
