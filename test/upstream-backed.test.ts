@@ -403,6 +403,41 @@ describe.each(['memory', 'redis'] as const)(
   },
 )
 
+describe('a userinfo outage in the middle of a refresh', () => {
+  let userinfoDown = false
+  const faulty: typeof fetch = (input, init) => {
+    const target = input instanceof Request ? input.url : String(input)
+    if (userinfoDown && new URL(target).pathname === '/oauth2/v2/user_profile') {
+      return Promise.reject(new TypeError('fetch failed'))
+    }
+    return fetch(input, init)
+  }
+  let proxy: ProxyUnderTest
+  beforeAll(async () => {
+    proxy = await startProxy({
+      flavor: 'kinde',
+      upstream: { users: [member('outage', ['reports:read'])] },
+      env: { ALLOWED_EMAIL_DOMAINS: 'acme.test' },
+      fetch: faulty,
+    })
+  })
+  afterAll(() => proxy?.close())
+
+  it('answers 503 and keeps the family, though Kinde already rotated its refresh token', async () => {
+    const { clientId, tokens } = await signInAs(proxy, 'user-outage')
+    userinfoDown = true
+    try {
+      const res = await refresh(proxy.url, clientId, tokens.refresh_token)
+      expect(res.status).toBe(503)
+      expect(await res.json()).toMatchObject({ error: 'temporarily_unavailable' })
+    } finally {
+      userinfoDown = false
+    }
+    const retry = await refresh(proxy.url, clientId, tokens.refresh_token)
+    expect(retry.status).toBe(200)
+  })
+})
+
 describe.each(['kinde', 'auth0', 'oidc'] as const)(
   'ALLOWED_EMAIL_DOMAINS through %s',
   (flavor: UpstreamFlavor) => {

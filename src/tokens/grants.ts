@@ -332,7 +332,7 @@ export async function refreshGrantUpstream(
   const current = await upstreamTokens(deps, grant)
   if (!current.refreshToken) return { grant, tokens: current, claimsChanged: false }
   let tokens: UpstreamTokens
-  let admission: Admission
+  let identity: UpstreamIdentity
   try {
     const refreshed = await deps.upstream.refresh(current.refreshToken)
     // A refresh that answers for somebody else is no refresh of this grant.
@@ -347,12 +347,7 @@ export async function refreshGrantUpstream(
       ...refreshed.tokens,
       refreshToken: refreshed.tokens.refreshToken ?? current.refreshToken,
     }
-    admission = await admitUser(deps, {
-      identity: rereadIdentity(grant, refreshed.identity, Boolean(refreshed.tokens.idToken)),
-      upstreamAccessToken: tokens.accessToken,
-      clientId: grant.clientId,
-      requested: grant.scopes,
-    })
+    identity = rereadIdentity(grant, refreshed.identity, Boolean(refreshed.tokens.idToken))
   } catch (error) {
     if (!(error instanceof UpstreamError)) throw error
     if (error.kind === 'unavailable') {
@@ -368,6 +363,22 @@ export async function refreshGrantUpstream(
     })
     throw new OAuthError('invalid_grant', 'the identity provider ended this session; sign in again')
   }
+  let admission: Admission
+  try {
+    admission = await admitUser(deps, {
+      identity,
+      upstreamAccessToken: tokens.accessToken,
+      clientId: grant.clientId,
+      requested: grant.scopes,
+    })
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error
+    // The upstream refresh token is spent (Kinde rotates it): keep what replaced it, so that
+    // an unreachable userinfo delays the verdict to the next refresh rather than ending the
+    // family.
+    await saveGrant(deps, { ...grant, upstream: await seal(deps.keys, tokens) })
+    throw upstreamUnavailable(error, error.retryAfterSeconds)
+  }
   if (admission.refusal !== undefined) {
     await revokeGrant(deps, grant.id)
     deps.audit?.('policy.refused', {
@@ -380,15 +391,15 @@ export async function refreshGrantUpstream(
     })
     throw new OAuthError('invalid_grant', admission.refusal)
   }
-  const identity = identityClaims(admission.identity)
+  const claims = identityClaims(admission.identity)
   const claimsChanged =
-    !sameClaims(identity, grant.identity) || !sameSet(admission.scopes, grant.scopes)
+    !sameClaims(claims, grant.identity) || !sameSet(admission.scopes, grant.scopes)
   if (claimsChanged) {
     await Promise.all(grant.accessTokens.map((t) => denyAccessToken(deps, t.jti, t.exp)))
   }
   const updated: Grant = {
     ...grant,
-    identity,
+    identity: claims,
     scopes: admission.scopes,
     upstream: await seal(deps.keys, tokens),
     accessTokens: claimsChanged ? [] : grant.accessTokens,
