@@ -332,6 +332,11 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     const expired = () =>
       errorPage(c, 'invalid_request', 'this consent request expired or was already answered')
     if (!pending) return expired()
+    // Spent by the first answer that carries it, whichever instance sees it, before the forgery
+    // checks: a forged attempt burns the request, so the real form cannot be replayed after it.
+    // Remembered only while the request could still be used.
+    const ttl = Math.max(1, pending.exp - Math.floor(clock.now()))
+    if (!(await store.add(answeredKey(pending.csrfToken), true, ttl))) return expired()
     const browser = browserId(c, config)
     const csrf = form.get('csrf_token') ?? ''
     if (!browser || sha256(browser) !== pending.browser || !safeEqual(csrf, pending.csrfToken)) {
@@ -342,9 +347,6 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
         403,
       )
     }
-    // Answered once, whichever instance sees it first; remembered only while it could be used.
-    const ttl = Math.max(1, pending.exp - Math.floor(clock.now()))
-    if (!(await store.add(answeredKey(pending.csrfToken), true, ttl))) return expired()
     const { csrfToken: _csrf, kind: _kind, exp: _exp, ...request } = pending
     if (form.get('decision') !== 'allow') {
       audit(c, 'consent.denied', { client_id: request.clientId, flow_id: request.flowId })
