@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { isLoopbackHost } from './loopback.js'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
 
 /** Which upstream identity provider signs users in. */
@@ -107,13 +108,6 @@ export const OIDC_SCOPES: readonly string[] = Object.freeze([
   'email',
   'offline_access',
 ])
-
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
-
-/** True for hosts that never leave the machine: where plain http is acceptable. */
-export function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname)
-}
 
 const secureUrl = z
   .string()

@@ -33,7 +33,7 @@ export interface StartProxyOptions {
   upstream?: Partial<StartUpstreamOptions>
   /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
   fetch?: typeof fetch
-  /** The proxy's clock (default the wall clock). */
+  /** The proxy's clock (token lifetimes, the verifier's cache); default the wall clock. */
   clock?: Clock
 }
 
