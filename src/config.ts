@@ -13,6 +13,8 @@ export interface UpstreamSettings {
   readonly clientSecret: string | undefined
   /** API audience sent as `audience`; Kinde and Auth0 return JWT access tokens only with it. */
   readonly audience: string | undefined
+  /** How the consent page names the provider (`UPSTREAM_NAME`); default per kind. */
+  readonly displayName?: string | undefined
 }
 
 /** A first-party client declared in configuration rather than registered at run time. */
@@ -100,30 +102,38 @@ export function isLoopbackHost(hostname: string): boolean {
   return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname)
 }
 
-const secureUrl = z
-  .string()
-  .trim()
-  .transform((value, ctx) => {
-    let url: URL
-    try {
-      url = new URL(value)
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a URL` })
-      return z.NEVER
-    }
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
-      ctx.addIssue({
-        code: 'custom',
-        message: 'must be an https URL (plain http only on loopback)',
-      })
-      return z.NEVER
-    }
-    if (url.username || url.password || url.hash) {
-      ctx.addIssue({ code: 'custom', message: 'must not contain credentials or a fragment' })
-      return z.NEVER
-    }
-    return url
-  })
+/**
+ * An absolute URL without credentials or fragment: https, or plain http on loopback (or
+ * anywhere, for `httpAnywhere`, when another variable has said so explicitly).
+ */
+const urlSetting = (httpAnywhere: boolean) =>
+  z
+    .string()
+    .trim()
+    .transform((value, ctx) => {
+      let url: URL
+      try {
+        url = new URL(value)
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `"${value}" is not a URL` })
+        return z.NEVER
+      }
+      const http = url.protocol === 'http:' && (httpAnywhere || isLoopbackHost(url.hostname))
+      if (url.protocol !== 'https:' && !http) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'must be an https URL (plain http only on loopback)',
+        })
+        return z.NEVER
+      }
+      if (url.username || url.password || url.hash) {
+        ctx.addIssue({ code: 'custom', message: 'must not contain credentials or a fragment' })
+        return z.NEVER
+      }
+      return url
+    })
+
+const secureUrl = urlSetting(false)
 
 const publicUrl = secureUrl.superRefine((url, ctx) => {
   if ((url.pathname !== '/' && url.pathname !== '') || url.search) {
@@ -134,13 +144,17 @@ const publicUrl = secureUrl.superRefine((url, ctx) => {
   }
 })
 
-/** `AUTH0_DOMAIN` is `tenant.auth0.com` or a full URL; Auth0's issuer ends with a slash. */
-const auth0Domain = z
+/** A bare domain (`acme.kinde.com`) means https on it, as the providers' own SDKs read it. */
+const domainOrUrl = z
   .string()
   .trim()
   .transform((value) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `https://${value}`))
   .pipe(secureUrl)
-  .transform((url) => new URL(url.pathname.endsWith('/') ? url.href : `${url.href}/`))
+
+/** `AUTH0_DOMAIN` is `tenant.auth0.com` or a full URL; Auth0's issuer ends with a slash. */
+const auth0Domain = domainOrUrl.transform(
+  (url) => new URL(url.pathname.endsWith('/') ? url.href : `${url.href}/`),
+)
 
 const list = z
   .string()
@@ -226,7 +240,7 @@ const EnvSchema = z.object({
     .max(65_535, 'must be a port number')
     .default(3000),
   UPSTREAM: oneOf(['kinde', 'auth0', 'oidc']).optional(),
-  KINDE_ISSUER_URL: secureUrl.optional(),
+  KINDE_ISSUER_URL: domainOrUrl.optional(),
   KINDE_CLIENT_ID: nonEmpty.optional(),
   KINDE_CLIENT_SECRET: nonEmpty.optional(),
   KINDE_AUDIENCE: nonEmpty.optional(),
@@ -238,6 +252,7 @@ const EnvSchema = z.object({
   OIDC_CLIENT_ID: nonEmpty.optional(),
   OIDC_CLIENT_SECRET: nonEmpty.optional(),
   OIDC_AUDIENCE: nonEmpty.optional(),
+  UPSTREAM_NAME: nonEmpty.optional(),
   REDIS_URL: z
     .string()
     .trim()
@@ -268,7 +283,9 @@ const EnvSchema = z.object({
   CLIENT_IDLE_TTL_SECONDS: seconds(90 * DAY),
   KEY_ROTATION_SECONDS: seconds(30 * DAY),
   UPSTREAM_TIMEOUT_SECONDS: seconds(10),
-  MCP_UPSTREAM_URL: secureUrl.optional(),
+  // http to a non-loopback backend is checked against MCP_UPSTREAM_ALLOW_HTTP below.
+  MCP_UPSTREAM_URL: urlSetting(true).optional(),
+  MCP_UPSTREAM_ALLOW_HTTP: bool(false),
   MCP_UPSTREAM_TOKEN: oneOf(['upstream', 'downstream-jwt']).default('upstream'),
   // Used as given (UTF-8 bytes), as Supabase and most HS256 verifiers take their secret.
   DOWNSTREAM_JWT_SECRET: z
@@ -312,18 +329,28 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   )
   const parsed = EnvSchema.safeParse(present)
   const problems: string[] = []
+  // Variables already reported as bad: the checks across variables below leave them alone.
+  const reported = new Set<string>()
+  let vars: Env | undefined = parsed.data
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const name = String(issue.path[0] ?? 'environment')
       const message = name in present ? issue.message : 'is required'
       problems.push(`${name}: ${message}`)
+      reported.add(name)
     }
-    throw new ConfigError(problems)
+    // The rest is still checked, so that one run names every problem.
+    const rest = EnvSchema.partial().safeParse(
+      Object.fromEntries(Object.entries(present).filter(([name]) => !reported.has(name))),
+    )
+    vars = rest.success ? (rest.data as Env) : undefined
   }
-  const vars = parsed.data
-  const upstream = pickUpstream(vars, problems)
-  checkForwarding(vars, problems)
-  if (problems.length || !upstream) throw new ConfigError(problems)
+  const upstream = vars && pickUpstream(vars, problems, reported)
+  if (vars) {
+    checkForwarding(vars, problems, reported)
+    checkKeys(vars, problems)
+  }
+  if (problems.length || !vars || !upstream) throw new ConfigError(problems)
 
   const origin = vars.PUBLIC_URL.origin
   return Object.freeze({
@@ -376,12 +403,23 @@ const UPSTREAM_KEYS = {
   oidc: ['OIDC_ISSUER_URL', 'OIDC_CLIENT_ID'],
 } as const satisfies Record<UpstreamKind, readonly (keyof Env)[]>
 
-function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefined {
-  const configured = (Object.keys(UPSTREAM_KEYS) as UpstreamKind[]).filter(
-    (kind) => vars[UPSTREAM_KEYS[kind][0]] !== undefined,
+/** The variable that holds the address of an upstream of `kind`, for messages that name it. */
+export function issuerVariable(kind: UpstreamKind): string {
+  return UPSTREAM_KEYS[kind][0]
+}
+
+function pickUpstream(
+  vars: Env,
+  problems: string[],
+  reported: ReadonlySet<string>,
+): UpstreamSettings | undefined {
+  const isSet = (name: keyof Env) => vars[name] !== undefined || reported.has(name)
+  const configured = (Object.keys(UPSTREAM_KEYS) as UpstreamKind[]).filter((kind) =>
+    isSet(UPSTREAM_KEYS[kind][0]),
   )
   const kind = vars.UPSTREAM ?? (configured.length === 1 ? configured[0] : undefined)
   if (!kind) {
+    if (reported.has('UPSTREAM')) return undefined
     problems.push(
       configured.length === 0
         ? 'UPSTREAM: no upstream configured; set KINDE_ISSUER_URL, AUTH0_DOMAIN or OIDC_ISSUER_URL with its client id and secret'
@@ -390,7 +428,7 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
     return undefined
   }
   for (const name of UPSTREAM_KEYS[kind]) {
-    if (vars[name] !== undefined) continue
+    if (isSet(name)) continue
     problems.push(
       name === 'AUTH0_AUDIENCE'
         ? 'AUTH0_AUDIENCE: is required; without an API audience Auth0 issues opaque tokens that only its /userinfo accepts'
@@ -406,6 +444,7 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
         vars.KINDE_CLIENT_ID,
         vars.KINDE_CLIENT_SECRET,
         vars.KINDE_AUDIENCE,
+        vars.UPSTREAM_NAME,
       )
     case 'auth0':
       return settings(
@@ -414,6 +453,7 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
         vars.AUTH0_CLIENT_ID,
         vars.AUTH0_CLIENT_SECRET,
         vars.AUTH0_AUDIENCE,
+        vars.UPSTREAM_NAME,
       )
     case 'oidc':
       return settings(
@@ -422,19 +462,34 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
         vars.OIDC_CLIENT_ID,
         vars.OIDC_CLIENT_SECRET,
         vars.OIDC_AUDIENCE,
+        vars.UPSTREAM_NAME,
       )
   }
 }
 
 /** The forward-mode variables that only make sense together. */
-function checkForwarding(vars: Env, problems: string[]): void {
+function checkForwarding(vars: Env, problems: string[], reported: ReadonlySet<string>): void {
+  const backend = vars.MCP_UPSTREAM_URL
+  if (
+    backend?.protocol === 'http:' &&
+    !isLoopbackHost(backend.hostname) &&
+    !vars.MCP_UPSTREAM_ALLOW_HTTP &&
+    !reported.has('MCP_UPSTREAM_ALLOW_HTTP')
+  ) {
+    // Every forwarded request carries a user's token: plain http beyond this machine is the
+    // operator's explicit decision (a backend on a private network), never a default.
+    problems.push(
+      'MCP_UPSTREAM_URL: must be an https URL (plain http only on loopback, or set MCP_UPSTREAM_ALLOW_HTTP=true for a backend on a private network)',
+    )
+  }
+  if (reported.has('MCP_UPSTREAM_TOKEN')) return
   if (vars.MCP_UPSTREAM_TOKEN === 'downstream-jwt') {
-    if (!vars.MCP_UPSTREAM_URL) {
+    if (!vars.MCP_UPSTREAM_URL && !reported.has('MCP_UPSTREAM_URL')) {
       problems.push(
         'MCP_UPSTREAM_TOKEN: downstream-jwt needs MCP_UPSTREAM_URL (the backend it is for)',
       )
     }
-    if (!vars.DOWNSTREAM_JWT_SECRET) {
+    if (!vars.DOWNSTREAM_JWT_SECRET && !reported.has('DOWNSTREAM_JWT_SECRET')) {
       problems.push('DOWNSTREAM_JWT_SECRET: is required when MCP_UPSTREAM_TOKEN is downstream-jwt')
     }
     return
@@ -447,15 +502,28 @@ function checkForwarding(vars: Env, problems: string[]): void {
   }
 }
 
+/** The proxy's own keys are given both or neither: half a pair would be generated beside it. */
+function checkKeys(vars: Env, problems: string[]): void {
+  const signing = vars.SIGNING_KEY !== undefined
+  if (signing === (vars.ENCRYPTION_KEY !== undefined)) return
+  const [missing, given] = signing
+    ? ['ENCRYPTION_KEY', 'SIGNING_KEY']
+    : ['SIGNING_KEY', 'ENCRYPTION_KEY']
+  problems.push(
+    `${missing}: is required when ${given} is set (give both, or neither to generate them)`,
+  )
+}
+
 function settings(
   kind: UpstreamKind,
   issuer: URL | undefined,
   clientId: string | undefined,
   clientSecret: string | undefined,
   audience: string | undefined,
+  displayName: string | undefined,
 ): UpstreamSettings {
   if (!issuer || !clientId) throw new Error('unreachable: required upstream variables were checked')
   // Kinde's issuer has no trailing slash even when the variable is written with one.
   const normalized = kind === 'kinde' ? new URL(issuer.href.replace(/\/+$/, '')) : issuer
-  return { kind, issuer: normalized, clientId, clientSecret, audience }
+  return { kind, issuer: normalized, clientId, clientSecret, audience, displayName }
 }

@@ -214,6 +214,109 @@ describe('loadConfig', () => {
     ])
   })
 
+  it('names every problem of one environment in one pass, across stages', () => {
+    // Bad values, a missing PUBLIC_URL, a missing secret of the chosen upstream and a key
+    // without its pair: all of them at once, not one per start.
+    expect(
+      problemsOf({
+        KINDE_ISSUER_URL: 'acme.kinde.com',
+        KINDE_CLIENT_ID: 'id',
+        PORT: 'eighty',
+        SIGNING_KEY: 'pem',
+      }),
+    ).toEqual([
+      'PUBLIC_URL: is required',
+      'PORT: must be a port number',
+      'KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
+      'ENCRYPTION_KEY: is required when SIGNING_KEY is set (give both, or neither to generate them)',
+    ])
+    expect(
+      problemsOf({ ...KINDE, PUBLIC_URL: 'https://mcp.example.com/mcp', KINDE_CLIENT_SECRET: '' }),
+    ).toEqual([
+      'PUBLIC_URL: must be an origin without a path or query, e.g. https://mcp.example.com',
+      'KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
+    ])
+  })
+
+  it('does not call a bad upstream variable missing as well', () => {
+    expect(
+      problemsOf({ ...KINDE, KINDE_ISSUER_URL: 'http://acme.kinde.com', KINDE_CLIENT_ID: '' }),
+    ).toEqual([
+      'KINDE_ISSUER_URL: must be an https URL (plain http only on loopback)',
+      'KINDE_CLIENT_ID: is required when UPSTREAM is kinde',
+    ])
+    expect(problemsOf({ ...KINDE, ...AUTH0, UPSTREAM: 'okta' })).toEqual([
+      'UPSTREAM: must be one of kinde, auth0, oidc',
+    ])
+  })
+
+  it('accepts a bare Kinde domain as AUTH0_DOMAIN does, assuming https', () => {
+    const config = loadConfig({ ...KINDE, KINDE_ISSUER_URL: 'acme.kinde.com' })
+    expect(config.upstream.issuer.href).toBe('https://acme.kinde.com/')
+    expect(config.upstream.issuer.origin).toBe('https://acme.kinde.com')
+  })
+
+  it('names the provider on the consent page as UPSTREAM_NAME says', () => {
+    expect(loadConfig(KINDE).upstream.displayName).toBeUndefined()
+    expect(loadConfig({ ...KINDE, UPSTREAM_NAME: 'Acme SSO' }).upstream.displayName).toBe(
+      'Acme SSO',
+    )
+  })
+
+  it('wants SIGNING_KEY and ENCRYPTION_KEY both or neither', () => {
+    expect(problemsOf({ ...KINDE, ENCRYPTION_KEY: 'k' })).toEqual([
+      'SIGNING_KEY: is required when ENCRYPTION_KEY is set (give both, or neither to generate them)',
+    ])
+  })
+
+  describe('forward mode over plain http', () => {
+    const https = 'https://backend.example.com/mcp'
+    const http = 'http://backend:8080/mcp'
+
+    it('forwards over https anywhere and over plain http on loopback', () => {
+      expect(loadConfig({ ...KINDE, MCP_UPSTREAM_URL: https }).mcpUpstreamUrl?.href).toBe(https)
+      const loopback = 'http://127.0.0.1:8080/mcp'
+      expect(loadConfig({ ...KINDE, MCP_UPSTREAM_URL: loopback }).mcpUpstreamUrl?.href).toBe(
+        loopback,
+      )
+    })
+
+    it('refuses plain http to another host, saying how to allow it', () => {
+      for (const url of [http, 'http://10.0.0.5/mcp', 'http://backend.internal/mcp']) {
+        expect(problemsOf({ ...KINDE, MCP_UPSTREAM_URL: url })).toEqual([
+          'MCP_UPSTREAM_URL: must be an https URL (plain http only on loopback, or set MCP_UPSTREAM_ALLOW_HTTP=true for a backend on a private network)',
+        ])
+      }
+      expect(
+        problemsOf({ ...KINDE, MCP_UPSTREAM_URL: http, MCP_UPSTREAM_ALLOW_HTTP: 'false' }),
+      ).toHaveLength(1)
+    })
+
+    it('forwards over plain http to any host with MCP_UPSTREAM_ALLOW_HTTP=true', () => {
+      for (const url of [http, 'http://10.0.0.5/mcp', 'http://backend.internal/mcp']) {
+        const config = loadConfig({
+          ...KINDE,
+          MCP_UPSTREAM_URL: url,
+          MCP_UPSTREAM_ALLOW_HTTP: 'true',
+        })
+        expect(config.mcpUpstreamUrl?.href).toBe(url)
+      }
+    })
+
+    it('still refuses what is not an http(s) URL, and a bad switch', () => {
+      expect(
+        problemsOf({
+          ...KINDE,
+          MCP_UPSTREAM_URL: 'ftp://backend/mcp',
+          MCP_UPSTREAM_ALLOW_HTTP: 'true',
+        }),
+      ).toEqual(['MCP_UPSTREAM_URL: must be an https URL (plain http only on loopback)'])
+      expect(
+        problemsOf({ ...KINDE, MCP_UPSTREAM_URL: http, MCP_UPSTREAM_ALLOW_HTTP: 'yes please' }),
+      ).toEqual(['MCP_UPSTREAM_ALLOW_HTTP: must be true or false'])
+    })
+  })
+
   it('accepts redis and rediss URLs only', () => {
     expect(loadConfig({ ...KINDE, REDIS_URL: 'rediss://cache.example.com:6380' }).redisUrl).toBe(
       'rediss://cache.example.com:6380',
