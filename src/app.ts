@@ -69,12 +69,18 @@ export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
   }
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  // Readiness is the store's alone: an IdP outage must not take every instance out of the
+  // load balancer. The upstream's state rides along for people and the doctor, and a probe
+  // while it is not ok tries discovery again in the background.
   app.get('/readyz', async (c) => {
+    const health = deps.upstreamHealth
+    if (health && health.status() !== 'ok') void health.check()
+    const upstream = health ? { upstream: health.status() } : {}
     try {
       await deps.store.ping()
-      return c.json({ status: 'ready' })
+      return c.json({ status: 'ready', ...upstream })
     } catch {
-      return c.json({ status: 'unavailable', reason: 'store does not answer' }, 503)
+      return c.json({ status: 'unavailable', reason: 'store does not answer', ...upstream }, 503)
     }
   })
 

@@ -8,6 +8,7 @@ import type { AuthorizeUser } from './oauth/policy.js'
 import type { Store } from './store/store.js'
 import type { Keys } from './tokens/keys.js'
 import type { AccessTokenVerifier } from './tokens/verifier.js'
+import type { UpstreamHealth } from './upstream/health.js'
 import type { Upstream } from './upstream/upstream.js'
 
 /**
@@ -26,6 +27,8 @@ export interface Deps {
   readonly metadataDocuments?: Partial<MetadataDocumentOptions>
   /** The upstream identity provider; without it the sign-in routes are not mounted. */
   readonly upstream?: Upstream
+  /** Whether the upstream's discovery works; `/readyz` reports it. */
+  readonly upstreamHealth?: UpstreamHealth
   /** Library mode: the embedding application's own say on each user (after the config policy). */
   readonly authorizeUser?: AuthorizeUser
   /**

@@ -6,13 +6,14 @@ import { serve } from '@hono/node-server'
 import type { Logger } from 'pino'
 import { createApp } from './app.js'
 import { systemClock } from './clock.js'
-import { type Config, ConfigError, loadConfig } from './config.js'
+import { type Config, ConfigError, issuerVariable, loadConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { createLogger } from './logger.js'
 import { createMemoryStore } from './store/memory.js'
 import { createRedisStore } from './store/redis.js'
 import type { Store } from './store/store.js'
 import { createKeys } from './tokens/keys.js'
+import { createUpstreamHealth } from './upstream/health.js'
 import { createOidcUpstream } from './upstream/oidc.js'
 
 /** A running proxy: where it listens and how to stop it. */
@@ -75,6 +76,12 @@ export async function createDeps(config: Config, options: DepsOptions = {}): Pro
       logger,
       clock,
     })
+    const upstreamHealth = createUpstreamHealth({
+      upstream,
+      variable: issuerVariable(config.upstream.kind),
+      issuer: config.upstream.issuer,
+      logger,
+    })
     return {
       config,
       store,
@@ -83,6 +90,7 @@ export async function createDeps(config: Config, options: DepsOptions = {}): Pro
       logger,
       fetch: outbound,
       upstream,
+      upstreamHealth,
       ...options.overrides,
     }
   } catch (error) {
@@ -123,12 +131,15 @@ export async function startServer(
       },
       'listening',
     )
+    // Not awaited: the proxy serves while the IdP is down; the check logs and retries itself.
+    void deps.upstreamHealth?.check()
 
     let closing: Promise<void> | undefined
     const close = () => {
       closing ??= (async () => {
         // MCP sessions first: their event streams would otherwise hold connections open.
         shutdown.abort()
+        deps.upstreamHealth?.stop()
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS)
           // Keep-alive connections turn idle as their in-flight requests finish: close them then,

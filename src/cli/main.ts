@@ -33,6 +33,10 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     return usage((error as Error).message)
   }
+  if (parsed.help) {
+    process.stdout.write(USAGE)
+    return 0
+  }
   const { url, register, timeoutSeconds } = parsed
 
   process.stdout.write(`mcp-oauth-proxy doctor ${url}\n`)
@@ -44,7 +48,13 @@ async function main(argv: string[]): Promise<number> {
   process.stdout.write('\n')
   const results = await runDoctor(url, { register, timeoutSeconds })
   process.stdout.write(formatReport(results))
-  return results.some((result) => result.status === 'fail') ? 1 : 0
+  const failed = results.some((result) => result.status === 'fail')
+  const target = new URL(url)
+  if (failed && target.pathname === '/') {
+    // The MCP endpoint hangs under a path; an origin alone is the usual slip.
+    process.stdout.write(`\n${url} has no path: did you mean ${target.origin}/mcp?\n`)
+  }
+  return failed ? 1 : 0
 }
 
 function parseDoctorArgs(args: string[]) {
@@ -52,11 +62,13 @@ function parseDoctorArgs(args: string[]) {
     args,
     allowPositionals: true,
     options: {
+      help: { type: 'boolean', short: 'h', default: false },
       'no-register': { type: 'boolean', default: false },
       timeout: { type: 'string', default: '10' },
     },
   })
-  const [url, ...extra] = positionals
+  const [url = '', ...extra] = positionals
+  if (values.help) return { help: true, url, register: false, timeoutSeconds: 0 }
   if (!url) throw new Error('doctor needs the MCP endpoint URL, e.g. https://mcp.example.com/mcp')
   if (extra.length) throw new Error(`unexpected arguments: ${extra.join(' ')}`)
   try {
@@ -66,7 +78,7 @@ function parseDoctorArgs(args: string[]) {
   }
   const timeoutSeconds = Number(values.timeout)
   if (!(timeoutSeconds > 0)) throw new Error(`--timeout must be a positive number of seconds`)
-  return { url, register: !values['no-register'], timeoutSeconds }
+  return { help: false, url, register: !values['no-register'], timeoutSeconds }
 }
 
 function usage(problem: string): number {
