@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { z } from 'zod'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
 
@@ -395,6 +396,22 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     auditLog: vars.AUDIT_LOG,
     metricsToken: vars.METRICS_TOKEN,
   })
+}
+
+/**
+ * The configuration of this process as the server and the CLI read it: a `.env` file in the
+ * working directory when present, then the environment. Bad configuration is written to
+ * stderr, one `config error: NAME: problem` line each, and the process exits 1.
+ */
+export function loadProcessConfig(): Config {
+  if (existsSync('.env')) process.loadEnvFile('.env')
+  try {
+    return loadConfig(process.env)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    for (const problem of error.problems) process.stderr.write(`config error: ${problem}\n`)
+    process.exit(1)
+  }
 }
 
 const UPSTREAM_KEYS = {

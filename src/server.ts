@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
@@ -6,7 +5,7 @@ import { serve } from '@hono/node-server'
 import type { Logger } from 'pino'
 import { createApp } from './app.js'
 import { systemClock } from './clock.js'
-import { type Config, ConfigError, issuerVariable, loadConfig } from './config.js'
+import { type Config, ConfigError, issuerVariable, loadProcessConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { createLogger } from './logger.js'
 import { createMemoryStore } from './store/memory.js'
@@ -164,15 +163,7 @@ export async function startServer(
 }
 
 async function main(): Promise<void> {
-  if (existsSync('.env')) process.loadEnvFile('.env')
-  let config: Config
-  try {
-    config = loadConfig(process.env)
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error
-    for (const problem of error.problems) process.stderr.write(`config error: ${problem}\n`)
-    process.exit(1)
-  }
+  const config = loadProcessConfig()
   const logger = createLogger(config.logLevel)
   let running: RunningServer
   try {

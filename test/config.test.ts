@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { CONFIG_VARIABLES, loadConfig } from '../src/config.js'
 import { problemsOf } from './support/config.js'
@@ -324,6 +326,58 @@ describe('loadConfig', () => {
     expect(problemsOf({ ...KINDE, REDIS_URL: 'http://cache' })).toEqual([
       'REDIS_URL: must start with redis:// or rediss://',
     ])
+  })
+})
+
+/** Runs a command in the repository with only `env` (and PATH, HOME) set. */
+async function runWith(
+  env: Record<string, string>,
+  command: string,
+  ...args: string[]
+): Promise<{ code: number; output: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(command, args, {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+      timeout: 60_000,
+    })
+    return { code: 0, output: stdout + stderr }
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string }
+    return { code: failed.code ?? -1, output: `${failed.stdout ?? ''}${failed.stderr ?? ''}` }
+  }
+}
+
+describe('npm start with bad configuration', () => {
+  it('lists every problem and exits 1 before building anything', async () => {
+    const { code, output } = await runWith(
+      { KINDE_ISSUER_URL: 'acme.kinde.com', KINDE_CLIENT_ID: 'id', PORT: 'eighty' },
+      'npm',
+      'start',
+    )
+    expect(code, output).toBe(1)
+    expect(output).toContain(
+      [
+        'config error: PUBLIC_URL: is required',
+        'config error: PORT: must be a port number',
+        'config error: KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
+      ].join('\n'),
+    )
+    expect(output).not.toContain('tsc -p')
+  })
+
+  it('check-config says what it found when the configuration holds', async () => {
+    const { code, output } = await runWith(
+      { ...KINDE, KINDE_ISSUER_URL: 'acme.kinde.com' },
+      process.execPath,
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'check-config',
+    )
+    expect(code, output).toBe(0)
+    expect(output).toBe(
+      'configuration ok: https://mcp.example.com, upstream kinde at https://acme.kinde.com/, memory store\n',
+    )
   })
 })
 

@@ -3,6 +3,7 @@
  * `node dist/cli/main.js`), never imported by the library.
  *
  *   mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+ *   mcp-oauth-proxy check-config
  *
  * Exit codes: 0 every check passed, 1 a check failed, 2 the command line is wrong.
  */
@@ -10,12 +11,16 @@ import { parseArgs } from 'node:util'
 import { formatReport, resourceOf, runDoctor } from './doctor.js'
 
 const USAGE = `Usage: mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+       mcp-oauth-proxy check-config
 
-Checks a live deployment from outside, as an MCP client meets it, e.g.
+doctor checks a live deployment from outside, as an MCP client meets it, e.g.
   npx mcp-oauth-proxy doctor https://mcp.example.com/mcp
 
   --no-register        skip the dynamic client registration check (it registers a client)
   --timeout <seconds>  per request, default 10
+
+check-config reads the configuration as the server does (.env, then the environment) and
+lists every problem, exit 1; npm start runs it before building.
 `
 
 async function main(argv: string[]): Promise<number> {
@@ -23,6 +28,15 @@ async function main(argv: string[]): Promise<number> {
   if (command === undefined) return usage('no command given')
   if (command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(USAGE)
+    return 0
+  }
+  if (command === 'check-config' && rest.length === 0) {
+    // Imported here: the doctor itself knows only the wire, never the proxy's modules.
+    const { loadProcessConfig } = await import('../config.js')
+    const config = loadProcessConfig()
+    process.stdout.write(
+      `configuration ok: ${config.issuer}, upstream ${config.upstream.kind} at ${config.upstream.issuer.href}, ${config.redisUrl ? 'Redis' : 'memory'} store\n`,
+    )
     return 0
   }
   if (command !== 'doctor') return usage(`unknown command: ${command}`)
