@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
+import { loadConfig } from '../src/config.js'
 
 // No Docker engine runs on these machines: the files are checked by parsing them.
 const root = new URL('..', import.meta.url)
@@ -86,6 +87,30 @@ describe('docker-compose.yml', () => {
     expect(proxy.env_file).toBe('.env')
     expect(proxy.environment).toMatchObject({ REDIS_URL: 'redis://redis:6379' })
     expect(proxy.depends_on).toEqual({ redis: { condition: 'service_healthy' } })
+  })
+
+  it('shows a forward-mode backend on the compose network, started only with its profile', () => {
+    const backend = compose.services.backend as Record<string, unknown>
+    expect(backend.profiles).toEqual(['forward'])
+    expect(backend.expose).toEqual(['8080'])
+    expect(backend).not.toHaveProperty('ports')
+    // The URL the comment gives is one the configuration accepts with the switch it names.
+    const text = read('docker-compose.yml')
+    const env = Object.fromEntries(
+      [...text.matchAll(/^\s*#\s+(MCP_UPSTREAM_\w+)=(\S+)/gm)].map((m) => [m[1], m[2]]),
+    )
+    expect(env).toEqual({
+      MCP_UPSTREAM_URL: 'http://backend:8080/mcp',
+      MCP_UPSTREAM_ALLOW_HTTP: 'true',
+    })
+    const config = loadConfig({
+      PUBLIC_URL: 'https://mcp.example.com',
+      KINDE_ISSUER_URL: 'acme.kinde.com',
+      KINDE_CLIENT_ID: 'id',
+      KINDE_CLIENT_SECRET: 'secret',
+      ...env,
+    })
+    expect(config.mcpUpstreamUrl?.href).toBe('http://backend:8080/mcp')
   })
 
   it('persists Redis append-only on a named volume', () => {
