@@ -98,6 +98,7 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
   const close = () => {
     // MCP sessions end first, so their event streams do not keep the host's server open.
     shutdown.abort()
+    deps.upstreamHealth?.stop()
     closing ??= ownsStore ? deps.store.close() : Promise.resolve()
     return closing
   }

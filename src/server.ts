@@ -75,13 +75,7 @@ export async function createDeps(config: Config, options: DepsOptions = {}): Pro
       logger,
       clock,
     })
-    const upstreamHealth = createUpstreamHealth({
-      upstream,
-      variable: issuerVariable(config.upstream.kind),
-      issuer: config.upstream.issuer,
-      logger,
-    })
-    return {
+    const deps: Deps = {
       config,
       store,
       keys,
@@ -89,9 +83,19 @@ export async function createDeps(config: Config, options: DepsOptions = {}): Pro
       logger,
       fetch: outbound,
       upstream,
-      upstreamHealth,
       ...options.overrides,
     }
+    // Watches the upstream actually in use, an overriding one included.
+    const watched =
+      deps.upstreamHealth ??
+      (deps.upstream &&
+        createUpstreamHealth({
+          upstream: deps.upstream,
+          variable: issuerVariable(config.upstream.kind),
+          issuer: config.upstream.issuer,
+          logger: deps.logger,
+        }))
+    return watched ? { ...deps, upstreamHealth: watched } : deps
   } catch (error) {
     if (!options.store) await store.close()
     throw error
