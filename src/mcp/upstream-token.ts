@@ -31,7 +31,7 @@ interface Held {
 
 type SourceDeps = Pick<
   Deps,
-  'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream' | 'audit'
+  'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream' | 'audit' | 'verifier'
 >
 
 /**

@@ -1,6 +1,7 @@
 import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError, unavailable, upstreamUnavailable } from '../errors.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import { LockTimeoutError, withLock } from '../store/lock.js'
 import type { StoreEntry } from '../store/store.js'
 import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../upstream/upstream.js'
@@ -49,13 +50,14 @@ export interface CodeRecord {
   readonly resource: string
 }
 
-const grantKey = (id: string) => `grant:${id}`
-const refreshKey = (hash: string) => `refresh:${hash}`
-const codeKey = (hash: string) => `code:${hash}`
-const usedCodeKey = (hash: string) => `code-used:${hash}`
-const revokedKey = (jti: string) => `revoked:${jti}`
-// Long enough to recognise a replay well after the code itself expired.
-const USED_CODE_MEMORY_SECONDS = 600
+const {
+  grant: grantKey,
+  refreshToken: refreshKey,
+  code: codeKey,
+  usedCode: usedCodeKey,
+  revokedAccessToken: revokedKey,
+} = storeKey
+const USED_CODE_MEMORY_SECONDS = KEY_TTL_SECONDS.usedCode
 
 type GrantDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock' | 'verifier'>
 
@@ -277,7 +279,7 @@ export async function rotateRefreshToken(
 
 /** The upstream's shared lock for one grant: one instance refreshes its upstream token at a time. */
 export function grantLockKey(grantId: string): string {
-  return `lock:grant:${grantId}`
+  return storeKey.grantLock(grantId)
 }
 
 /**

@@ -7,10 +7,11 @@ export interface UpstreamHealth {
   status(): string
   /**
    * Fetches the discovery document unless that already succeeded or an attempt is under way;
-   * resolves when the attempt ends. A failure is logged once per distinct cause and retried
-   * in the background, later each time, until it succeeds or `stop()` is called.
+   * resolves when the attempt ends. A failure is logged once per distinct cause.
    */
   check(): Promise<void>
+  /** Checks now, and after a failure again in the background, later each time, until `stop()`. */
+  start(): void
   stop(): void
 }
 
@@ -40,7 +41,7 @@ export function createUpstreamHealth(options: UpstreamHealthOptions): UpstreamHe
   let running: Promise<void> | undefined
   let retry: NodeJS.Timeout | undefined
   let failures = 0
-  let stopped = false
+  let watching = false
 
   const attempt = async () => {
     try {
@@ -56,11 +57,11 @@ export function createUpstreamHealth(options: UpstreamHealthOptions): UpstreamHe
         // One line that says which setting, what went wrong, and that nothing stopped.
         logger.error(
           { variable, issuer: issuer.href, cause, misconfigured },
-          `${variable} ${issuer.href}: the upstream's discovery document cannot be fetched: ${cause}${misconfigured ? ' (check the setting)' : ''}; still serving, retrying in ${delay}s`,
+          `${variable} ${issuer.href}: the upstream's discovery document cannot be fetched: ${cause}${misconfigured ? ' (check the setting)' : ''}; still serving${watching ? `, retrying in ${delay}s` : ''}`,
         )
       }
       state = { ok: false, cause }
-      if (!stopped) {
+      if (watching) {
         clearTimeout(retry)
         retry = setTimeout(() => void check(), delay * 1000)
         retry.unref()
@@ -69,7 +70,7 @@ export function createUpstreamHealth(options: UpstreamHealthOptions): UpstreamHe
   }
 
   function check(): Promise<void> {
-    if (state?.ok || stopped) return Promise.resolve()
+    if (state?.ok) return Promise.resolve()
     running ??= attempt().finally(() => {
       running = undefined
     })
@@ -79,8 +80,12 @@ export function createUpstreamHealth(options: UpstreamHealthOptions): UpstreamHe
   return {
     status: () => (!state ? 'checking' : state.ok ? 'ok' : `unreachable (${state.cause})`),
     check,
+    start() {
+      watching = true
+      void check()
+    },
     stop() {
-      stopped = true
+      watching = false
       clearTimeout(retry)
     },
   }

@@ -1,6 +1,7 @@
 import { pino } from 'pino'
-import { loadConfig } from '../../src/config.js'
+import { type Config, loadConfig } from '../../src/config.js'
 import { type RunningServer, startServer } from '../../src/server.js'
+import { createServices, type ServiceOverrides, type Services } from '../../src/services.js'
 import { freePort } from './net.js'
 import { deleteKeys, REDIS_URL, uniquePrefix } from './redis.js'
 import {
@@ -131,4 +132,19 @@ export async function startSibling(
     fetch: options.fetch,
   })
   return { url: server.url, server, close: () => server.close() }
+}
+
+/**
+ * The services of another instance of `proxy`, built by the composition root as the server
+ * builds its own: the same store (so the same keys), its own verifier, upstream-token cache,
+ * metrics and audit trail. `config` replaces settings of that instance only.
+ */
+export function siblingServices(
+  proxy: ProxyUnderTest,
+  options: { config?: Partial<Config>; overrides?: ServiceOverrides } = {},
+): Promise<Services> {
+  return createServices(
+    { ...proxy.server.config, ...options.config },
+    { store: proxy.server.deps.store, logger: pino({ level: 'silent' }), ...options.overrides },
+  )
 }
