@@ -1,4 +1,5 @@
 import { pino } from 'pino'
+import type { Clock } from '../../src/clock.js'
 import { type Config, loadConfig } from '../../src/config.js'
 import { type RunningServer, startServer } from '../../src/server.js'
 import { createServices, type ServiceOverrides, type Services } from '../../src/services.js'
@@ -32,6 +33,8 @@ export interface StartProxyOptions {
   upstream?: Partial<StartUpstreamOptions>
   /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
   fetch?: typeof fetch
+  /** The proxy's clock (token lifetimes, the verifier's cache); default the wall clock. */
+  clock?: Clock
 }
 
 /**
@@ -73,6 +76,7 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
     server = await startServer(loadConfig(env), {
       logger: pino({ level: 'silent' }),
       fetch: options.fetch,
+      clock: options.clock,
     })
   } catch (error) {
     await upstream.close()
