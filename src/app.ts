@@ -11,6 +11,7 @@ import { metadataRoutes } from './oauth/metadata.js'
 import { registerRoutes } from './oauth/register.js'
 import { revokeRoutes } from './oauth/revoke.js'
 import { tokenRoutes } from './oauth/token.js'
+import { storeName } from './store/redis.js'
 import { createAccessTokenVerifier } from './tokens/verifier.js'
 
 /** What an embedding application adds to the app (library mode). */
@@ -72,7 +73,7 @@ export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
   app.get('/readyz', async (c) => {
     try {
       await deps.store.ping()
-      return c.json({ status: 'ready' })
+      return c.json({ status: 'ready', store: storeName(deps.config.redis) })
     } catch {
       return c.json({ status: 'unavailable', reason: 'store does not answer' }, 503)
     }

@@ -10,7 +10,7 @@ import { type Config, ConfigError, loadConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { createLogger } from './logger.js'
 import { createMemoryStore } from './store/memory.js'
-import { createRedisStore } from './store/redis.js'
+import { createRedisStore, storeName } from './store/redis.js'
 import type { Store } from './store/store.js'
 import { createKeys } from './tokens/keys.js'
 import { createOidcUpstream } from './upstream/oidc.js'
@@ -49,13 +49,7 @@ export async function createDeps(config: Config, options: DepsOptions = {}): Pro
   const clock = systemClock
   const store: Store =
     options.store ??
-    (config.redisUrl
-      ? await createRedisStore({
-          url: config.redisUrl,
-          keyPrefix: config.redisKeyPrefix,
-          commandTimeoutMs: config.redisTimeoutMs,
-        })
-      : createMemoryStore(clock))
+    (config.redis ? await createRedisStore(config.redis) : createMemoryStore(clock))
   try {
     const keys = await createKeys({
       store,
@@ -119,7 +113,7 @@ export async function startServer(
         url,
         public_url: config.issuer,
         upstream: config.upstream.kind,
-        store: config.redisUrl ? 'redis' : 'memory',
+        store: storeName(config.redis),
       },
       'listening',
     )

@@ -74,6 +74,7 @@ describe('mcp-oauth-proxy doctor', () => {
       stdout,
     ).toBe(true)
     expect(stdout).toContain('registers a public client "mcp-oauth-proxy doctor"')
+    expect(stdout).toContain('✔ /readyz (store: memory)')
     expect(stdout).toContain('10 passed, 0 failed')
   })
 

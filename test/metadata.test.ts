@@ -153,7 +153,7 @@ describe('health', () => {
     expect((await t.app.request('/healthz')).status).toBe(200)
     const ready = await t.app.request('/readyz')
     expect(ready.status).toBe(200)
-    expect(await ready.json()).toEqual({ status: 'ready' })
+    expect(await ready.json()).toEqual({ status: 'ready', store: 'memory' })
   })
 
   it('turns unready while Redis is down and ready again when it returns', async () => {

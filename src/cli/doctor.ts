@@ -307,10 +307,11 @@ export function assessRegistration(status: number, body: unknown): CheckResult {
   return pass(name, `client_id ${json.client_id}`)
 }
 
-/** The deployment's readiness probe answers 200. */
-export function assessReadiness(status: number): CheckResult {
+/** The deployment's readiness probe answers 200; the store it reports is shown. */
+export function assessReadiness(status: number, body?: unknown): CheckResult {
+  const store = (body as { store?: unknown } | undefined)?.store
   return status === 200
-    ? pass(CHECK.ready)
+    ? pass(CHECK.ready, typeof store === 'string' ? `store: ${store}` : undefined)
     : fail(CHECK.ready, `GET /readyz answered ${status}, expected 200`)
 }
 
@@ -484,8 +485,7 @@ export async function runDoctor(
   // Readiness lives at the root of the deployment, next to the MCP endpoint.
   try {
     const ready = await request(`${resource.origin}/readyz`)
-    await ready.body?.cancel()
-    results.push(assessReadiness(ready.status))
+    results.push(assessReadiness(ready.status, await ready.json().catch(() => undefined)))
   } catch (error) {
     if (!(error instanceof RequestFailed)) throw error
     results.push(fail(CHECK.ready, error.message))
