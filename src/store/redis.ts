@@ -115,6 +115,9 @@ function createClient(options: RedisStoreOptions): Client {
       enableOfflineQueue: false,
       redisOptions: nodeOptions,
       slotsRefreshTimeout: timeoutMs,
+      // Without traffic to a failed master's slots nothing else would learn of its successor
+      // (readiness only pings).
+      slotsRefreshInterval: 2000,
     }
     return new Cluster(
       options.clusterNodes.map(({ host, port }) => ({ host, port })),
@@ -259,9 +262,25 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
           await redis.ping()
           return
         }
-        const masters = redis.nodes('master')
-        if (!masters.length) throw new Error('no Redis Cluster master known')
-        await Promise.all(masters.map((node) => node.ping()))
+        // The slot table names each slot's master; a master whose connection is gone has
+        // left the pool but not (until the failover) the table.
+        const connected = new Map(
+          redis.nodes('master').map((node) => [`${node.options.host}:${node.options.port}`, node]),
+        )
+        const masters = new Set(redis.slots.map((nodes) => nodes?.[0]))
+        if (masters.has(undefined) || redis.slots.length < 16_384) {
+          throw new Error('some Redis Cluster slots have no master')
+        }
+        await Promise.all(
+          [...masters].map((key) => {
+            const node = connected.get(key as string)
+            if (!node) {
+              redis.refreshSlotsCache()
+              throw new Error(`Redis Cluster master ${key} is not connected`)
+            }
+            return node.ping()
+          }),
+        )
       }),
     close: async () => {
       await redis.quit().catch(() => redis.disconnect())

@@ -111,6 +111,12 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   }
 }
 
+/**
+ * How long a master may be silent before its replica takes over: short for quick tests, long
+ * enough that a test sees the outage before the failover ends it.
+ */
+export const FAILOVER_AFTER_MS = 3000
+
 /** A Redis node or sentinel address. */
 export interface HostPort {
   readonly host: string
@@ -193,7 +199,7 @@ function parseClusterNodes(text: string): ClusterNodeLine[] {
 /**
  * Starts a 3-master, 3-replica Redis Cluster from Debian's `redis-server` (each in a temp dir,
  * bus on its own free port) and joins it with `redis-cli --cluster create`. A node down for a
- * second is marked failed and its replica promoted (`cluster-node-timeout`).
+ * `FAILOVER_AFTER_MS` is marked failed and its replica promoted (`cluster-node-timeout`).
  */
 export async function startRedisCluster(): Promise<RedisCluster> {
   const servers: RedisServer[] = []
@@ -208,7 +214,7 @@ export async function startRedisCluster(): Promise<RedisCluster> {
             '--cluster-config-file',
             'nodes.conf',
             '--cluster-node-timeout',
-            '1000',
+            String(FAILOVER_AFTER_MS),
             '--cluster-port',
             String(busPort),
             '--cluster-replica-validity-factor',
@@ -293,7 +299,7 @@ export interface RedisSentinelSet {
 
 /**
  * Starts a master, a replica and three sentinels (quorum 2) from `redis-server`. The sentinels
- * fail over a master that stays silent for a second.
+ * fail over a master that stays silent for `FAILOVER_AFTER_MS`.
  */
 export async function startRedisSentinelSet(): Promise<RedisSentinelSet> {
   const masterName = 'proxymaster'
@@ -310,7 +316,7 @@ export async function startRedisSentinelSet(): Promise<RedisSentinelSet> {
         await startRedisServer({
           configFile: [
             `sentinel monitor ${masterName} 127.0.0.1 ${master.port} 2`,
-            `sentinel down-after-milliseconds ${masterName} 1000`,
+            `sentinel down-after-milliseconds ${masterName} ${FAILOVER_AFTER_MS}`,
             `sentinel failover-timeout ${masterName} 3000`,
             `sentinel parallel-syncs ${masterName} 1`,
             '',
