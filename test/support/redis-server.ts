@@ -115,7 +115,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
  * How long a master may be silent before its replica takes over: short for quick tests, long
  * enough that a test sees the outage before the failover ends it.
  */
-export const FAILOVER_AFTER_MS = 3000
+export const FAILOVER_AFTER_MS = 4000
 
 /** A Redis node or sentinel address. */
 export interface HostPort {
