@@ -4,7 +4,7 @@ import { createMemoryStore } from '../src/store/memory.js'
 import { createRedisStore } from '../src/store/redis.js'
 import type { Store } from '../src/store/store.js'
 import { createTestClock } from './support/clock.js'
-import { createTestRedisStore, uniquePrefix } from './support/redis.js'
+import { createTestRedisStore, elapseKeys, uniquePrefix } from './support/redis.js'
 import {
   type RedisCluster,
   type RedisSentinelSet,
@@ -27,22 +27,14 @@ async function memorySubject(): Promise<Subject> {
 
 async function redisSubject(): Promise<Subject> {
   const store = await createTestRedisStore('store')
-  // Redis keeps its own time: let it pass for real, in the short TTLs these tests use.
-  return {
-    store,
-    elapse: (s) => new Promise((resolve) => setTimeout(resolve, s * 1000)),
-    close: () => store.close(),
-  }
+  // Redis keeps its own time: the keys' TTLs are shortened instead, as if it had passed.
+  return { store, elapse: (s) => elapseKeys(store.prefix, s), close: () => store.close() }
 }
-
-/** Redis keeps its own time: let it pass for real, in the short TTLs these tests use. */
-const realTime = (seconds: number) =>
-  new Promise<void>((resolve) => setTimeout(resolve, seconds * 1000))
 
 const TIMEOUT_MS = 1000
 
 /** A store on the set's master, with a prefix of its own; new grants wait for the replica. */
-function sentinelStore(set: RedisSentinelSet, prefix = uniquePrefix('store')) {
+function sentinelStore(set: RedisSentinelSet, prefix: string) {
   return createRedisStore({
     sentinels: set.sentinels,
     sentinelMaster: set.masterName,
@@ -52,7 +44,7 @@ function sentinelStore(set: RedisSentinelSet, prefix = uniquePrefix('store')) {
   })
 }
 
-function clusterStore(cluster: RedisCluster, prefix = uniquePrefix('store')) {
+function clusterStore(cluster: RedisCluster, prefix: string) {
   return createRedisStore({
     clusterNodes: cluster.nodes,
     keyPrefix: prefix,
@@ -61,9 +53,20 @@ function clusterStore(cluster: RedisCluster, prefix = uniquePrefix('store')) {
   })
 }
 
-async function subjectOn(store: Promise<Store>): Promise<Subject> {
-  const opened = await store
-  return { store: opened, elapse: realTime, close: () => opened.close() }
+/** A subject on a replicated topology; time passes for its keys on each of `masters`. */
+async function topologySubject(
+  open: (prefix: string) => Promise<Store>,
+  masters: () => Promise<readonly { url: string }[]>,
+): Promise<Subject> {
+  const prefix = uniquePrefix('store')
+  const store = await open(prefix)
+  return {
+    store,
+    elapse: async (s) => {
+      for (const { url } of await masters()) await elapseKeys(prefix, s, url)
+    },
+    close: () => store.close(),
+  }
 }
 
 /** Polls `probe` until it resolves (a recovery: the store serving again after a failover). */
@@ -108,10 +111,10 @@ function storeContract(make: () => Promise<Subject>) {
   })
 
   it('forgets a value once its TTL has passed', async () => {
-    await store.put('k:ttl', 'short', 0.05)
+    await store.put('k:ttl', 'short', 10)
     await store.put('k:ttl-long', 'long', 30)
     expect(await store.get('k:ttl')).toBe('short')
-    await subject.elapse(0.2)
+    await subject.elapse(11)
     expect(await store.get('k:ttl')).toBeUndefined()
     expect(await store.take('k:ttl')).toBeUndefined()
     expect(await store.get('k:ttl-long')).toBe('long')
@@ -147,8 +150,8 @@ function storeContract(make: () => Promise<Subject>) {
   })
 
   it('add succeeds again after the previous value expired', async () => {
-    expect(await store.add('k:add-ttl', 1, 0.05)).toBe(true)
-    await subject.elapse(0.2)
+    expect(await store.add('k:add-ttl', 1, 10)).toBe(true)
+    await subject.elapse(11)
     expect(await store.add('k:add-ttl', 2, 10)).toBe(true)
     expect(await store.get('k:add-ttl')).toBe(2)
   })
@@ -175,8 +178,8 @@ function storeContract(make: () => Promise<Subject>) {
   })
 
   it('deleteIf leaves an expired key to its expiry', async () => {
-    await store.put('k:del-if-ttl', 'holder', 0.05)
-    await subject.elapse(0.2)
+    await store.put('k:del-if-ttl', 'holder', 10)
+    await subject.elapse(11)
     expect(await store.deleteIf('k:del-if-ttl', 'holder')).toBe(false)
   })
 
@@ -206,8 +209,8 @@ function storeContract(make: () => Promise<Subject>) {
 
   it('takeOnce gives the marker its own TTL', async () => {
     await store.put('k:{once-ttl}', 'value', 30)
-    expect(await store.takeOnce('k:{once-ttl}', 'k:{once-ttl}-used', 'm', 0.05)).toBe('value')
-    await subject.elapse(0.2)
+    expect(await store.takeOnce('k:{once-ttl}', 'k:{once-ttl}-used', 'm', 10)).toBe('value')
+    await subject.elapse(11)
     expect(await store.get('k:{once-ttl}-used')).toBeUndefined()
     await expect(store.takeOnce('k:{once-ttl}', 'k:{once-ttl}-used', 'm', 0)).rejects.toThrow(
       RangeError,
@@ -216,12 +219,12 @@ function storeContract(make: () => Promise<Subject>) {
 
   it('putMany writes every entry with its own TTL', async () => {
     await store.putMany([
-      { key: 'k:{many}-a', value: { a: 1 }, ttlSeconds: 0.05 },
+      { key: 'k:{many}-a', value: { a: 1 }, ttlSeconds: 10 },
       { key: 'k:{many}-b', value: 'b', ttlSeconds: 30 },
     ])
     expect(await store.get('k:{many}-a')).toEqual({ a: 1 })
     expect(await store.get('k:{many}-b')).toBe('b')
-    await subject.elapse(0.2)
+    await subject.elapse(11)
     expect(await store.get('k:{many}-a')).toBeUndefined()
     expect(await store.get('k:{many}-b')).toBe('b')
     await store.putMany([{ key: 'k:{many}-b', value: 'one', ttlSeconds: 10 }])
@@ -241,11 +244,11 @@ function storeContract(make: () => Promise<Subject>) {
 
   it('counts increments within a window and restarts after it', async () => {
     const counts = await Promise.all(
-      Array.from({ length: 10 }, () => store.increment('k:count', 0.3)),
+      Array.from({ length: 10 }, () => store.increment('k:count', 10)),
     )
     expect(counts.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
-    await subject.elapse(0.5)
-    expect(await store.increment('k:count', 0.3)).toBe(1)
+    await subject.elapse(11)
+    expect(await store.increment('k:count', 10)).toBe(1)
   })
 
   it('answers ping', async () => {
@@ -297,7 +300,13 @@ describe('redis sentinel', () => {
   }, 120_000)
   afterAll(() => set?.dispose())
 
-  describe('store contract', () => storeContract(() => subjectOn(sentinelStore(set))))
+  describe('store contract', () =>
+    storeContract(() =>
+      topologySubject(
+        (prefix) => sentinelStore(set, prefix),
+        async () => [await set.master()],
+      ),
+    ))
   const prefix = uniquePrefix('failover')
   describe('failover', () =>
     failover(
@@ -315,7 +324,13 @@ describe('redis cluster', () => {
   }, 120_000)
   afterAll(() => cluster?.dispose())
 
-  describe('store contract', () => storeContract(() => subjectOn(clusterStore(cluster))))
+  describe('store contract', () =>
+    storeContract(() =>
+      topologySubject(
+        (prefix) => clusterStore(cluster, prefix),
+        () => cluster.masters(),
+      ),
+    ))
   const prefix = uniquePrefix('failover')
   describe('failover', () =>
     failover(

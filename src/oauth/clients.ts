@@ -32,7 +32,8 @@ interface StoredClient extends Client {
 const { client: clientKey, clientDedupe: dedupeKey } = storeKey
 
 /**
- * The client registry over the store (STYLE.md §6: secrets kept as SHA-256 hashes). Identical
+ * The client registry over the store, secrets kept only as SHA-256 hashes (a store leak gives
+ * away no credential). Identical
  * registrations of public clients share one `client_id`: a public client id is not a secret,
  * and hosted clients register the same metadata for every user.
  */
