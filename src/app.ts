@@ -10,6 +10,7 @@ import { registerRoutes } from './oauth/register.js'
 import { revokeRoutes } from './oauth/revoke.js'
 import { tokenRoutes } from './oauth/token.js'
 import type { Services } from './services.js'
+import { storeName } from './store/redis.js'
 
 /** What an embedding application adds to the app (library mode). */
 export interface AppOptions {
@@ -58,7 +59,7 @@ export function createApp(deps: Services, options: AppOptions = {}): Hono {
     const upstream = health.status()
     try {
       await deps.store.ping()
-      return c.json({ status: 'ready', upstream })
+      return c.json({ status: 'ready', store: storeName(deps.config.redis), upstream })
     } catch {
       return c.json({ status: 'unavailable', reason: 'store does not answer', upstream }, 503)
     }

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs'
 import { z } from 'zod'
 import { isLoopbackHost } from './loopback.js'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
+import type { RedisStoreOptions } from './store/redis.js'
 
 /** Which upstream identity provider signs users in. */
 export type UpstreamKind = 'kinde' | 'auth0' | 'oidc'
@@ -43,6 +44,8 @@ export interface Config {
   readonly redisKeyPrefix: string
   /** How long a Redis command (and connecting) may take before the store counts as down. */
   readonly redisTimeoutMs: number
+  /** The Redis topology (single node, Sentinel or Cluster) and how to reach it; none: memory. */
+  readonly redis: RedisStoreOptions | undefined
   readonly signingKey: string | undefined
   readonly signingKeyPrevious: string | undefined
   readonly encryptionKey: string | undefined
@@ -192,6 +195,26 @@ const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty')
 
+/** `host:port,host:port,…` (`[::1]:port` for IPv6); a missing port is `defaultPort`. */
+const hostPorts = (defaultPort: number) =>
+  z.string().transform((value, ctx) => {
+    const nodes = []
+    for (const item of value.split(/[\s,]+/).filter(Boolean)) {
+      const match = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+)(?::(\d{1,5}))?$/.exec(item)
+      const port = Number(match?.[2] ?? defaultPort)
+      if (!match?.[1] || port < 1 || port > 65_535) {
+        ctx.addIssue({ code: 'custom', message: `"${item}" is not host:port` })
+        return z.NEVER
+      }
+      nodes.push({ host: match[1].replace(/^\[|\]$/g, ''), port })
+    }
+    if (!nodes.length) {
+      ctx.addIssue({ code: 'custom', message: 'must list at least one host:port' })
+      return z.NEVER
+    }
+    return nodes
+  })
+
 const staticClient = z.object({
   client_id: nonEmpty,
   client_secret: nonEmpty.optional(),
@@ -268,7 +291,21 @@ const EnvSchema = z.object({
     .trim()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
     .optional(),
-  REDIS_KEY_PREFIX: z.string().default('mcp-oauth-proxy:'),
+  REDIS_SENTINELS: hostPorts(26_379).optional(),
+  REDIS_SENTINEL_MASTER: nonEmpty.optional(),
+  REDIS_CLUSTER_NODES: hostPorts(6379).optional(),
+  REDIS_USERNAME: nonEmpty.optional(),
+  REDIS_PASSWORD: z.string().optional(),
+  REDIS_TLS: bool(false),
+  // Redis Cluster hashes the first {…} of a key: braces in the prefix would put every key in
+  // one slot, or cut the schema's hash tags apart.
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[^{}]*$/, 'must not contain { or } (Redis Cluster reads them as a hash tag)')
+    .default('mcp-oauth-proxy:'),
+  REDIS_WAIT_REPLICAS: wholeNumber('must be a whole number')
+    .nonnegative('must be 0 or more')
+    .optional(),
   REDIS_TIMEOUT_MS: wholeNumber('must be a whole number of milliseconds')
     .positive('must be positive')
     .default(2000),
@@ -360,9 +397,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const upstream = vars && pickUpstream(vars, problems, reported)
   let scopePermissions: ReadonlyMap<string, readonly string[]> = new Map()
+  let redis: RedisStoreOptions | undefined
   if (vars) {
     checkForwarding(vars, problems, reported)
     checkKeys(vars, problems)
+    redis = redisOptions(vars, problems)
     scopePermissions = parseScopePermissions(vars, problems)
   }
   if (problems.length || !vars || !upstream) throw new ConfigError(problems)
@@ -378,6 +417,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     redisUrl: vars.REDIS_URL,
     redisKeyPrefix: vars.REDIS_KEY_PREFIX,
     redisTimeoutMs: vars.REDIS_TIMEOUT_MS,
+    redis,
     signingKey: vars.SIGNING_KEY,
     signingKeyPrevious: vars.SIGNING_KEY_PREVIOUS,
     encryptionKey: vars.ENCRYPTION_KEY,
@@ -498,6 +538,53 @@ function pickUpstream(
         vars.UPSTREAM_NAME,
       )
   }
+}
+
+const REDIS_TOPOLOGIES = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const
+
+/** One Redis topology at most, with what it needs; undefined for the in-memory store. */
+function redisOptions(vars: Env, problems: string[]): RedisStoreOptions | undefined {
+  const given = REDIS_TOPOLOGIES.filter((name) => vars[name] !== undefined)
+  if (given.length > 1) {
+    problems.push(
+      `${given.join(', ')}: give one Redis topology (single node, Sentinel or Cluster), not ${given.length}`,
+    )
+    return undefined
+  }
+  if (vars.REDIS_SENTINELS && !vars.REDIS_SENTINEL_MASTER) {
+    problems.push('REDIS_SENTINEL_MASTER: is required when REDIS_SENTINELS is set')
+  }
+  if (vars.REDIS_SENTINEL_MASTER && !vars.REDIS_SENTINELS) {
+    problems.push('REDIS_SENTINEL_MASTER: is only used with REDIS_SENTINELS')
+  }
+  if (!given.length) return undefined
+  const common = {
+    keyPrefix: vars.REDIS_KEY_PREFIX,
+    commandTimeoutMs: vars.REDIS_TIMEOUT_MS,
+    username: vars.REDIS_USERNAME,
+    password: vars.REDIS_PASSWORD,
+    tls: vars.REDIS_TLS,
+  }
+  // With replicas (Sentinel, Cluster) a new grant waits for one to hold it, so a failover
+  // right after cannot lose it; a single node has nobody to wait for.
+  if (vars.REDIS_SENTINELS && vars.REDIS_SENTINEL_MASTER) {
+    return Object.freeze({
+      ...common,
+      sentinels: vars.REDIS_SENTINELS,
+      sentinelMaster: vars.REDIS_SENTINEL_MASTER,
+      waitReplicas: vars.REDIS_WAIT_REPLICAS ?? 1,
+    })
+  }
+  if (vars.REDIS_CLUSTER_NODES) {
+    return Object.freeze({
+      ...common,
+      clusterNodes: vars.REDIS_CLUSTER_NODES,
+      waitReplicas: vars.REDIS_WAIT_REPLICAS ?? 1,
+    })
+  }
+  return vars.REDIS_URL
+    ? Object.freeze({ ...common, url: vars.REDIS_URL, waitReplicas: vars.REDIS_WAIT_REPLICAS ?? 0 })
+    : undefined
 }
 
 /** The forward-mode variables that only make sense together. */

@@ -7,6 +7,7 @@ import { type Config, ConfigError, loadProcessConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { createLogger } from './logger.js'
 import { createServices, type ServiceOverrides } from './services.js'
+import { storeName } from './store/redis.js'
 
 /** A running proxy: where it listens and how to stop it. */
 export interface RunningServer {
@@ -48,7 +49,7 @@ export async function startServer(
         url,
         public_url: config.issuer,
         upstream: config.upstream.kind,
-        store: config.redisUrl ? 'redis' : 'memory',
+        store: storeName(config.redis),
       },
       'listening',
     )

@@ -26,7 +26,7 @@ export type Services = Deps
  */
 export interface ServiceOverrides {
   /**
-   * Where clients, grants and keys live. Default: Redis when `REDIS_URL` is set, else in
+   * Where clients, grants and keys live. Default: Redis when one is configured, else in
    * memory. A store passed here is the caller's to close.
    */
   readonly store?: Store | undefined
@@ -63,13 +63,7 @@ export async function createServices(
   const metrics = createMetrics()
   const raw: Store =
     overrides.store ??
-    (config.redisUrl
-      ? await createRedisStore({
-          url: config.redisUrl,
-          keyPrefix: config.redisKeyPrefix,
-          commandTimeoutMs: config.redisTimeoutMs,
-        })
-      : createMemoryStore(clock))
+    (config.redis ? await createRedisStore(config.redis) : createMemoryStore(clock))
   const store = metrics.instrumentStore(raw)
   try {
     const keys = await createKeys({

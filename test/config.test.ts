@@ -411,6 +411,87 @@ describe('loadConfig', () => {
       'REDIS_URL: must start with redis:// or rediss://',
     ])
   })
+
+  it('reads a Sentinel set or a Cluster, with credentials and TLS for either', () => {
+    const sentinel = loadConfig({
+      ...KINDE,
+      REDIS_SENTINELS: 's1:26380, s2,[::1]:26381',
+      REDIS_SENTINEL_MASTER: 'mymaster',
+      REDIS_USERNAME: 'proxy',
+      REDIS_PASSWORD: 'pw',
+      REDIS_TLS: 'true',
+    }).redis
+    expect(sentinel).toEqual({
+      sentinels: [
+        { host: 's1', port: 26380 },
+        { host: 's2', port: 26379 },
+        { host: '::1', port: 26381 },
+      ],
+      sentinelMaster: 'mymaster',
+      username: 'proxy',
+      password: 'pw',
+      tls: true,
+      keyPrefix: 'mcp-oauth-proxy:',
+      commandTimeoutMs: 2000,
+      waitReplicas: 1,
+    })
+    const cluster = loadConfig({ ...KINDE, REDIS_CLUSTER_NODES: 'r1:7000,r2' }).redis
+    expect(cluster).toMatchObject({
+      clusterNodes: [
+        { host: 'r1', port: 7000 },
+        { host: 'r2', port: 6379 },
+      ],
+      tls: false,
+      waitReplicas: 1,
+    })
+    expect(loadConfig({ ...KINDE, REDIS_URL: 'redis://r:6379' }).redis).toMatchObject({
+      url: 'redis://r:6379',
+      waitReplicas: 0,
+    })
+    expect(
+      loadConfig({ ...KINDE, REDIS_CLUSTER_NODES: 'r1', REDIS_WAIT_REPLICAS: '0' }).redis,
+    ).toMatchObject({ waitReplicas: 0 })
+    expect(loadConfig(KINDE).redis).toBeUndefined()
+  })
+
+  it('refuses two Redis topologies at once, naming both variables', () => {
+    expect(
+      problemsOf({ ...KINDE, REDIS_URL: 'redis://r', REDIS_CLUSTER_NODES: 'r1:7000' }),
+    ).toEqual([
+      'REDIS_URL, REDIS_CLUSTER_NODES: give one Redis topology (single node, Sentinel or Cluster), not 2',
+    ])
+    expect(
+      problemsOf({
+        ...KINDE,
+        REDIS_SENTINELS: 's1',
+        REDIS_SENTINEL_MASTER: 'm',
+        REDIS_CLUSTER_NODES: 'r1',
+      }),
+    ).toEqual([
+      'REDIS_SENTINELS, REDIS_CLUSTER_NODES: give one Redis topology (single node, Sentinel or Cluster), not 2',
+    ])
+  })
+
+  it('needs the master name with sentinels, and host:port nodes', () => {
+    expect(problemsOf({ ...KINDE, REDIS_SENTINELS: 's1:26379' })).toEqual([
+      'REDIS_SENTINEL_MASTER: is required when REDIS_SENTINELS is set',
+    ])
+    expect(problemsOf({ ...KINDE, REDIS_SENTINEL_MASTER: 'm' })).toEqual([
+      'REDIS_SENTINEL_MASTER: is only used with REDIS_SENTINELS',
+    ])
+    expect(problemsOf({ ...KINDE, REDIS_CLUSTER_NODES: 'r1:70000' })).toEqual([
+      'REDIS_CLUSTER_NODES: "r1:70000" is not host:port',
+    ])
+    expect(problemsOf({ ...KINDE, REDIS_CLUSTER_NODES: 'redis://r1:7000' })).toEqual([
+      'REDIS_CLUSTER_NODES: "redis://r1:7000" is not host:port',
+    ])
+  })
+
+  it('refuses braces in REDIS_KEY_PREFIX, which would break Cluster hash tags', () => {
+    expect(problemsOf({ ...KINDE, REDIS_KEY_PREFIX: 'app{1}:' })).toEqual([
+      'REDIS_KEY_PREFIX: must not contain { or } (Redis Cluster reads them as a hash tag)',
+    ])
+  })
 })
 
 /** Runs a command in the repository with only `env` (and PATH, HOME) set. */

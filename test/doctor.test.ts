@@ -75,6 +75,7 @@ describe('mcp-oauth-proxy doctor', () => {
     ).toBe(true)
     expect(stdout).toContain('registers a public client "mcp-oauth-proxy doctor"')
     expect(stdout).toContain(`✔ ${CHECK.upstream}`)
+    expect(stdout).toContain('✔ /readyz (store: memory)')
     expect(stdout).toContain('11 passed, 0 failed')
     expect(stdout).not.toContain('did you mean')
   })

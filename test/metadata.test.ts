@@ -154,7 +154,7 @@ describe('health', () => {
     const ready = await t.app.request('/readyz')
     expect(ready.status).toBe(200)
     // The test upstream's address answers nothing; readiness is the store's alone.
-    expect(await ready.json()).toEqual({ status: 'ready', upstream: 'checking' })
+    expect(await ready.json()).toEqual({ status: 'ready', store: 'memory', upstream: 'checking' })
   })
 
   it('turns unready while Redis is down and ready again when it returns', async () => {

@@ -308,10 +308,11 @@ export function assessRegistration(status: number, body: unknown): CheckResult {
   return pass(name, `client_id ${json.client_id}`)
 }
 
-/** The deployment's readiness probe answers 200. */
-export function assessReadiness(status: number): CheckResult {
+/** The deployment's readiness probe answers 200; the store it reports is shown. */
+export function assessReadiness(status: number, body?: unknown): CheckResult {
+  const store = (body as { store?: unknown } | undefined)?.store
   return status === 200
-    ? pass(CHECK.ready)
+    ? pass(CHECK.ready, typeof store === 'string' ? `store: ${store}` : undefined)
     : fail(CHECK.ready, `GET /readyz answered ${status}, expected 200`)
 }
 
@@ -517,7 +518,7 @@ export async function runDoctor(
       await new Promise((resolve) => setTimeout(resolve, 250))
       ready = await readyz()
     }
-    results.push(assessReadiness(ready.status), assessUpstream(ready.body))
+    results.push(assessReadiness(ready.status, ready.body), assessUpstream(ready.body))
   } catch (error) {
     if (!(error instanceof RequestFailed)) throw error
     results.push(fail(CHECK.ready, error.message), skip(CHECK.upstream, 'no answer from /readyz'))
