@@ -53,6 +53,14 @@ function partialRequest(path: string, type: string): string {
   return `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${type}\r\nContent-Length: 1000\r\n\r\nabc`
 }
 
+/**
+ * Lines at warn or above, but for the start-up report on the upstream: BASE_ENV's issuer is
+ * unreachable on purpose, and the proxy says so on its own.
+ */
+function problems(lines: readonly Record<string, unknown>[]): Record<string, unknown>[] {
+  return lines.filter((l) => Number(l.level) >= 40 && l.variable !== 'KINDE_ISSUER_URL')
+}
+
 async function waitFor(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, 20))
 }
@@ -84,8 +92,8 @@ describe('a client that disconnects mid-body', () => {
     }
     const abandoned = lines.filter((l) => l.msg === 'client abandoned the request')
     expect(abandoned.map((l) => [l.level, l.path])).toEqual(paths.map(([path]) => [20, path]))
-    expect(lines.filter((l) => Number(l.level) >= 40)).toEqual([])
-    expect(JSON.stringify(lines)).not.toContain('stack')
+    expect(problems(lines)).toEqual([])
+    expect(JSON.stringify(lines.filter((l) => l.path !== undefined))).not.toContain('stack')
   })
 })
 
@@ -97,7 +105,7 @@ describe('a body that stops arriving', () => {
     socket.write(partialRequest('/token', 'application/x-www-form-urlencoded'))
     const received = await closed
     expect(received).toMatch(/^HTTP\/1\.1 408 /)
-    expect(lines.filter((l) => Number(l.level) >= 40)).toEqual([])
+    expect(problems(lines)).toEqual([])
   })
 
   it('keeps the default of 30 s rather than Node’s five minutes', () => {
