@@ -108,7 +108,27 @@ describe('the bearer gate on /mcp', () => {
       'mcp-protocol-version',
       'mcp-session-id',
       'last-event-id',
+      'mcp-method',
+      'mcp-name',
     ])
+  })
+
+  it('allows the 2026-07-28 headers in a preflight, a tool’s Mcp-Param-* included', async () => {
+    const response = await fetch(mcpUrl, {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'http://localhost:6274',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers':
+          'authorization, content-type, mcp-protocol-version, mcp-method, mcp-name, mcp-param-region, x-evil',
+      },
+    })
+    expect(response.status).toBe(204)
+    const allowed = response.headers.get('access-control-allow-headers')?.toLowerCase().split(',')
+    expect(allowed).toEqual(
+      expect.arrayContaining(['mcp-method', 'mcp-name', 'mcp-param-region', 'authorization']),
+    )
+    expect(allowed).not.toContain('x-evil')
   })
 
   it('ignores a token in the query string (header only, RFC 6750 §2)', async () => {

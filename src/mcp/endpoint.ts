@@ -12,6 +12,7 @@ import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { type McpEnv, mcpBearerAuth } from './auth.js'
 import { builtinTools } from './builtin-tools.js'
 import { forwardHandler } from './forward.js'
+import { createModernEra, type ModernEra } from './modern.js'
 import { originGuard } from './origin.js'
 import { createServerFactory, type ServerFactory, type ServerInfo } from './server.js'
 import {
@@ -71,7 +72,8 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   }
   const builtins = backend || options.builtinTools === false ? [] : builtinTools(deps.upstream)
   const tools = [...builtins, ...(options.tools ?? [])]
-  const servers = createServerFactory(options.serverInfo ?? DEFAULT_SERVER_INFO, tools)
+  const serverInfo = options.serverInfo ?? DEFAULT_SERVER_INFO
+  const servers = createServerFactory(serverInfo, tools)
   const upstreamTokens = createUpstreamTokenSource(deps, options.upstreamRefresh)
   const gate = mcpBearerAuth(deps.config, {
     verifier: deps.verifier,
@@ -80,29 +82,21 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
     maxBodyBytes: options.maxBodyBytes,
     audit: deps.audit,
   })
-  const handle = backend
+  const legacy = backend
     ? forwardHandler(deps, { target: backend, upstreamTokens })
     : deps.config.mcpSessions === 'stateless'
       ? statelessHandler(servers)
       : statefulHandler(deps, servers, options)
+  let handle = legacy
+  if (!backend) {
+    const modern = createModernEra(serverInfo, tools)
+    options.signal?.addEventListener('abort', () => void modern.close(), { once: true })
+    handle = eraRouter(modern, legacy)
+  }
 
   const app = new Hono<McpEnv>()
   app.use('/mcp', originGuard(deps.config))
-  app.use(
-    '/mcp',
-    anyOriginCors({
-      allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
-      allowHeaders: [
-        'Authorization',
-        'Content-Type',
-        'MCP-Protocol-Version',
-        'Mcp-Session-Id',
-        'Last-Event-ID',
-      ],
-      exposeHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
-      maxAge: 86_400,
-    }),
-  )
+  app.use('/mcp', mcpCors())
   // Every method but OPTIONS (answered by CORS above) meets the gate first, so an
   // unauthenticated caller learns nothing, not even which methods exist.
   app.use('/mcp', gate)
@@ -124,6 +118,79 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
 const refuseMethod = methodNotAllowed(['GET', 'POST', 'DELETE'])
 
 type Handler = (c: Context<McpEnv>) => Promise<Response>
+
+/** What a browser client may send to `/mcp`, both eras' headers included. */
+const ALLOWED_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'MCP-Protocol-Version',
+  'Mcp-Session-Id',
+  'Last-Event-ID',
+  'Mcp-Method',
+  'Mcp-Name',
+]
+/** An `Mcp-Param-{Name}` header (2026-07-28 `x-mcp-header`): `Name` is an RFC 9110 token. */
+const PARAM_HEADER = /^mcp-param-[!#$%&'*+.^_`|~0-9a-z-]+$/i
+
+/**
+ * CORS for browser clients (any origin, no credentials: the token is a header, never a
+ * cookie). A tool's `Mcp-Param-*` headers are named by its schema, so a preflight asking for
+ * some is allowed those, next to the fixed list.
+ */
+function mcpCors() {
+  const options = {
+    allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+    allowHeaders: ALLOWED_HEADERS,
+    exposeHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
+    maxAge: 86_400,
+  }
+  const fixed = anyOriginCors(options)
+  return async function mcpCorsMiddleware(c: Context, next: () => Promise<void>) {
+    if (c.req.method === 'OPTIONS') {
+      const params = (c.req.header('access-control-request-headers') ?? '')
+        .split(',')
+        .map((name) => name.trim())
+        .filter((name) => PARAM_HEADER.test(name))
+      if (params.length) {
+        return anyOriginCors({ ...options, allowHeaders: [...ALLOWED_HEADERS, ...params] })(c, next)
+      }
+    }
+    return fixed(c, next)
+  }
+}
+
+/**
+ * Both protocol eras at one URL (MCP 2026-07-28, basic/versioning): a POST carrying the
+ * per-request `_meta` envelope (or naming a modern `MCP-Protocol-Version`) is the modern era's,
+ * served statelessly whatever `MCP_SESSIONS` says (an `Mcp-Session-Id` on it is ignored, as the
+ * transport spec asks); everything else, `initialize`, GET and DELETE included, is the 2025
+ * era's.
+ */
+function eraRouter(modern: ModernEra, legacy: Handler): Handler {
+  return async (c) => {
+    if (c.req.method === 'POST') {
+      const { parsedBody, authInfo } = c.get('mcp')
+      if (
+        parsedBody !== undefined &&
+        modern.claims(parsedBody, c.req.header('mcp-protocol-version'))
+      ) {
+        return notAcceptable(c) ?? modern.answer(c.req.raw, parsedBody, authInfo)
+      }
+    }
+    return legacy(c)
+  }
+}
+
+/** 406 unless the client accepts both JSON and SSE, as both eras' transports ask. */
+function notAcceptable(c: Context): Response | undefined {
+  const accept = c.req.header('accept')
+  if (accept?.includes('application/json') && accept.includes('text/event-stream')) return undefined
+  return jsonRpcError(
+    406,
+    -32000,
+    'Not Acceptable: Client must accept both application/json and text/event-stream',
+  )
+}
 
 /**
  * Stateless mode: a server and a transport per POST, closed once its requests are answered.
@@ -268,14 +335,8 @@ const sessionRequired = () =>
  * bodies only), 400 for JSON that is not JSON-RPC.
  */
 function postedMessages(c: Context<McpEnv>): JSONRPCMessage[] | Response {
-  const accept = c.req.header('accept')
-  if (!accept?.includes('application/json') || !accept.includes('text/event-stream')) {
-    return jsonRpcError(
-      406,
-      -32000,
-      'Not Acceptable: Client must accept both application/json and text/event-stream',
-    )
-  }
+  const refused = notAcceptable(c)
+  if (refused) return refused
   const { parsedBody } = c.get('mcp')
   if (parsedBody === undefined) {
     return jsonRpcError(
