@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { createApp } from './app.js'
 import { type Config, ConfigError, loadConfig } from './config.js'
 import type { Deps } from './deps.js'
+import { type BearerGate, createBearerGate } from './mcp/gate.js'
 import { type AuthEnv, type RequireAuthOptions, requireBearer } from './mcp/require-auth.js'
 import type { ServerInfo } from './mcp/server.js'
 import type { ToolDefinition } from './mcp/tools.js'
@@ -102,6 +103,18 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
     return closing
   }
 
+  // One gate for /mcp and the application's routes (one upstream-token cache, the same
+  // challenges), built from the app's finished dependencies: metered upstream, audit trail.
+  let gate: BearerGate | undefined
+  const buildGate = (finished: Deps) => {
+    gate = createBearerGate({
+      config,
+      verifier,
+      upstreamTokens: createUpstreamTokenSource(finished),
+      audit: finished.audit,
+    })
+    return gate
+  }
   let app: Hono
   try {
     app = createApp(deps, {
@@ -110,18 +123,15 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
         builtinTools: options.builtinTools,
         serverInfo: options.serverInfo,
         signal: shutdown.signal,
+        gate: buildGate,
       },
     })
   } catch (error) {
     await close()
     throw error
   }
-  const gateDeps = {
-    config,
-    verifier,
-    upstreamTokens: createUpstreamTokenSource(deps),
-    logger: deps.logger,
-  }
+  if (!gate) throw new Error('unreachable: the MCP endpoint did not build its gate')
+  const gateDeps = { config, gate, logger: deps.logger }
   return {
     app,
     config,

@@ -1,17 +1,19 @@
 import { randomUUID } from 'node:crypto'
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
 import {
   type JSONRPCMessage,
   type RequestInfo,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js'
-import { type Context, Hono } from 'hono'
+import { type Context, Hono, type MiddlewareHandler } from 'hono'
+import { requestIdOf } from '../audit.js'
 import type { Deps } from '../deps.js'
-import { refusalResponse } from '../errors.js'
-import { anyOriginCors, methodNotAllowed } from '../http.js'
+import { OAuthError, refusalResponse } from '../errors.js'
+import { anyOriginCors, hasMediaType, methodNotAllowed, readBody } from '../http.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
-import { type McpEnv, mcpBearerAuth } from './auth.js'
 import { builtinTools } from './builtin-tools.js'
 import { forwardHandler } from './forward.js'
+import { type BearerGate, createBearerGate, scopesForToolCalls } from './gate.js'
 import { createModernEra, type ModernEra } from './modern.js'
 import { originGuard } from './origin.js'
 import { createServerFactory, type ServerFactory, type ServerInfo } from './server.js'
@@ -20,7 +22,7 @@ import {
   type SessionOwner,
   type SessionRegistryOptions,
 } from './sessions.js'
-import type { ToolDefinition } from './tools.js'
+import type { Caller, ToolDefinition } from './tools.js'
 import {
   type Delivery,
   HttpServerTransport,
@@ -36,6 +38,17 @@ import { createUpstreamTokenSource, type UpstreamTokenSourceOptions } from './up
 /** What the endpoint needs: the app's dependencies, with the verifier `/revoke` also uses. */
 export type McpDeps = Deps & { readonly verifier: AccessTokenVerifier }
 
+/** What the gate's adapter hands the handlers: who is calling, and the POST body it read. */
+export interface GatedRequest {
+  readonly authInfo: AuthInfo
+  readonly caller: Caller
+  /** The JSON-RPC message (or batch) of a JSON POST; `undefined` when no body was read. */
+  readonly parsedBody: unknown
+}
+
+/** Hono environment of the routes behind the gate. */
+export type McpEnv = { Variables: { mcp: GatedRequest } }
+
 export interface McpEndpointOptions {
   /** Tools served next to the built-ins (`whoami`, `upstream_userinfo`), names unique. */
   readonly tools?: readonly ToolDefinition[]
@@ -45,6 +58,12 @@ export interface McpEndpointOptions {
   /** Stateful mode only: how many sessions, and for how long idle. */
   readonly sessions?: SessionRegistryOptions
   readonly upstreamRefresh?: UpstreamTokenSourceOptions
+  /**
+   * The bearer gate, when the application shares one with its own routes (`requireAuth`), or
+   * how to build it from the endpoint's dependencies; default one built from them (and
+   * `upstreamRefresh`).
+   */
+  readonly gate?: BearerGate | ((deps: McpDeps) => BearerGate)
   /** Largest JSON-RPC POST body; default 1 MiB. */
   readonly maxBodyBytes?: number
   /**
@@ -74,16 +93,24 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   const tools = [...builtins, ...(options.tools ?? [])]
   const serverInfo = options.serverInfo ?? DEFAULT_SERVER_INFO
   const servers = createServerFactory(serverInfo, tools)
-  const upstreamTokens = createUpstreamTokenSource(deps, options.upstreamRefresh)
-  const gate = mcpBearerAuth(deps.config, {
-    verifier: deps.verifier,
-    upstreamTokens,
+  const gate =
+    typeof options.gate === 'function'
+      ? options.gate(deps)
+      : (options.gate ??
+        createBearerGate({
+          config: deps.config,
+          verifier: deps.verifier,
+          upstreamTokens: createUpstreamTokenSource(deps, options.upstreamRefresh),
+          audit: deps.audit,
+        }))
+  const gated = gatedRequests(gate, {
     toolScopes: new Map(tools.map((tool) => [tool.name, tool.requiredScopes ?? []])),
-    maxBodyBytes: options.maxBodyBytes,
-    audit: deps.audit,
+    maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
+    // A backend checks the upstream token on every request; local tools run on POSTs only.
+    upstreamOnEveryMethod: backend !== undefined,
   })
   const legacy = backend
-    ? forwardHandler(deps, { target: backend, upstreamTokens })
+    ? forwardHandler(deps, { target: backend, gate })
     : deps.config.mcpSessions === 'stateless'
       ? statelessHandler(servers)
       : statefulHandler(deps, servers, options)
@@ -99,7 +126,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   app.use('/mcp', mcpCors())
   // Every method but OPTIONS (answered by CORS above) meets the gate first, so an
   // unauthenticated caller learns nothing, not even which methods exist.
-  app.use('/mcp', gate)
+  app.use('/mcp', gated)
   // HEAD would match GET and open an SSE stream nobody reads.
   app.on(['GET', 'POST', 'DELETE'], '/mcp', (c) =>
     c.req.method === 'HEAD' ? refuseMethod(c) : handle(c),
@@ -116,6 +143,44 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
 }
 
 const refuseMethod = methodNotAllowed(['GET', 'POST', 'DELETE'])
+
+/**
+ * `/mcp`'s adapter over the bearer gate: verifies the token before anything else (an
+ * unauthenticated caller learns nothing), then reads a JSON POST's body (bounded), so the
+ * scopes of the tools it calls can be required, and admits the caller with the upstream token
+ * resolved where handlers will use it.
+ */
+function gatedRequests(
+  gate: BearerGate,
+  options: {
+    toolScopes: ReadonlyMap<string, readonly string[]>
+    maxBodyBytes: number
+    upstreamOnEveryMethod: boolean
+  },
+): MiddlewareHandler<McpEnv> {
+  return async function mcpBearerAuth(c, next) {
+    const requestId = requestIdOf(c)
+    const presented = await gate.verify(c.req.header('authorization'), requestId)
+    const post = c.req.method === 'POST'
+    let parsedBody: unknown
+    if (post && hasMediaType(c, 'application/json')) {
+      try {
+        parsedBody = JSON.parse(await readBody(c, options.maxBodyBytes))
+      } catch (error) {
+        if (error instanceof OAuthError) throw error
+        // The transport's answer to a body that is not JSON (JSON-RPC 2.0 §5.1).
+        return jsonRpcError(400, -32700, 'Parse error: Invalid JSON')
+      }
+    }
+    const { authInfo, caller } = await gate.admit(presented, {
+      scopes: scopesForToolCalls(parsedBody, options.toolScopes),
+      upstream: post || options.upstreamOnEveryMethod,
+      requestId,
+    })
+    c.set('mcp', { authInfo, caller, parsedBody })
+    await next()
+  }
+}
 
 type Handler = (c: Context<McpEnv>) => Promise<Response>
 

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Config } from '../config.js'
-import type { McpEnv } from './auth.js'
+import type { McpEnv } from './endpoint.js'
 import { jsonRpcError } from './transport.js'
 
 const LOOPBACK_ORIGIN = /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/
