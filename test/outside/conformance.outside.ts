@@ -85,10 +85,12 @@ async function runServerSuite(
   mcpUrl: string,
   baseline: string | undefined,
   label: string,
+  extraArgs: readonly string[] = [],
 ): Promise<{ code: number | null; verdict: Record<string, string>; output: string }> {
   const out = await tempDir(`conformance-server-${label}`)
   try {
     const args = ['server', '--url', mcpUrl, '--output-dir', join(out.path, 'results')]
+    args.push(...extraArgs)
     if (baseline !== undefined) {
       await writeFile(join(out.path, 'baseline.yml'), baseline)
       args.push('--expected-failures', join(out.path, 'baseline.yml'))
@@ -178,6 +180,39 @@ describe(`@modelcontextprotocol/conformance ${VERSION}`, () => {
           'tools-list': 'SUCCESS',
           'server-session-lifecycle': 'SUCCESS',
           'server-sse-multiple-streams': mode === 'stateful' ? 'SUCCESS' : 'WARNING',
+        })
+        expect(code, output).toBe(0)
+      } finally {
+        await forwarder.close()
+        if (under !== proxy) await under.close()
+      }
+    },
+  )
+
+  it.each(['stateful', 'stateless'] as const)(
+    'passes the 2026-07-28 requirements a tools-only /mcp can pass (built-in tools, %s sessions)',
+    async (mode) => {
+      const under = mode === 'stateful' ? proxy : await startOutsideProxy({ MCP_SESSIONS: mode })
+      const signedIn = await signedInProvider(under, { port: await freePort() })
+      const forwarder = await startBearerForwarder(under.url, accessTokenOf(signedIn))
+      try {
+        const baseline = await readFile(
+          baselineFile('conformance-server-baseline.2026-07-28.yml'),
+          'utf8',
+        )
+        const { code, verdict, output } = await runServerSuite(
+          `${forwarder.url}/mcp`,
+          baseline,
+          `2026-07-28-${mode}`,
+          ['--requirements', '2026-07-28'],
+        )
+        // What the modern era of a tools-only server must pass, whatever the baseline says.
+        expect(verdict).toMatchObject({
+          'server-stateless': 'SUCCESS',
+          'tools-list': 'SUCCESS',
+          caching: 'SUCCESS',
+          'dns-rebinding-protection': 'SUCCESS',
+          'http-header-validation': 'SUCCESS',
         })
         expect(code, output).toBe(0)
       } finally {
