@@ -23,6 +23,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { registerClient } from '../support/flow.js'
 import { accessTokenOf, signedInProvider } from '../support/mcp.js'
+import { type ModernBackend, startModernBackend } from '../support/modern-backend.js'
 import { freePort } from '../support/net.js'
 import type { ProxyUnderTest } from '../support/proxy.js'
 import { startBearerForwarder } from './support/bearer-forwarder.js'
@@ -284,6 +285,51 @@ describe(`@modelcontextprotocol/conformance ${VERSION}`, () => {
         const failing = Object.entries(verdict).filter(([, status]) => status !== 'SUCCESS')
         expect(failing, output).toEqual([])
         expect(code, output).toBe(0)
+      } finally {
+        await forwarder.close()
+      }
+    })
+  })
+
+  describe('forward mode (MCP_UPSTREAM_URL) to a 2026-07-28 backend (v2 SDK)', () => {
+    let backend: ModernBackend
+    let forwarding: ProxyUnderTest
+
+    beforeAll(async () => {
+      backend = await startModernBackend({ checkTokens: false })
+      forwarding = await startOutsideProxy({ MCP_UPSTREAM_URL: backend.mcpUrl })
+    })
+
+    afterAll(async () => {
+      await forwarding?.close()
+      await backend?.close()
+    })
+
+    it('passes through the proxy every 2026-07-28 scenario the backend passes on its own', async () => {
+      const requirements = ['--requirements', '2026-07-28']
+      const alone = await runServerSuite(backend.mcpUrl, undefined, 'backend-2026', requirements)
+      const passing = Object.keys(alone.verdict).filter((s) => alone.verdict[s] === 'SUCCESS')
+      // The control: the backend (three tools, one with an `x-mcp-header` parameter) passes
+      // the header scenarios on its own, so through the proxy they show the mirrored headers
+      // (Mcp-Method, Mcp-Name, Mcp-Param-*) crossing forward mode intact.
+      expect(passing, alone.output).toEqual(
+        expect.arrayContaining([
+          'tools-list',
+          'http-header-validation',
+          'http-custom-header-server-validation',
+        ]),
+      )
+      const signedIn = await signedInProvider(forwarding, { port: await freePort() })
+      const forwarder = await startBearerForwarder(forwarding.url, accessTokenOf(signedIn))
+      try {
+        const through = await runServerSuite(
+          `${forwarder.url}/mcp`,
+          undefined,
+          'forward-2026',
+          requirements,
+        )
+        const lost = passing.filter((scenario) => through.verdict[scenario] !== 'SUCCESS')
+        expect(lost, through.output).toEqual([])
       } finally {
         await forwarder.close()
       }

@@ -26,12 +26,16 @@ export interface ModernBackend {
  * An MCP backend as one is written for the 2026-07-28 revision: the v2 SDK's
  * `createMcpHandler` (both eras, the 2025 one stateless), an `McpServer` per request, and its
  * own check of the Bearer: a JWT access token of the upstream it `trust`s (issuer, audience,
- * JWKS), as a Kinde-protected API does; until then it refuses every token. Tools: `whoami` (the identity it verified), `upstream_userinfo`
+ * JWKS), as a Kinde-protected API does; until then it refuses every token. With
+ * `checkTokens: false` it serves anyone, for running a suite against it alone. Tools: `whoami` (the identity it verified), `upstream_userinfo`
  * (the upstream's userinfo with the token it was given) and `weather`, whose `region`
  * argument is mirrored into `Mcp-Param-Region` (`x-mcp-header`), which the SDK checks
  * against the body.
  */
-export async function startModernBackend(): Promise<ModernBackend> {
+export async function startModernBackend(
+  options: { checkTokens?: boolean } = {},
+): Promise<ModernBackend> {
+  const checkTokens = options.checkTokens ?? true
   let trusted:
     | { upstream: Upstream; jwks: ReturnType<typeof createRemoteJWKSet>; userinfo: string }
     | undefined
@@ -70,6 +74,7 @@ export async function startModernBackend(): Promise<ModernBackend> {
     const request = c.req.raw
     requests.push({ method: request.method, headers: Object.fromEntries(request.headers) })
     const token = /^Bearer (.+)$/.exec(request.headers.get('authorization') ?? '')?.[1]
+    if (!checkTokens) return handler.fetch(request)
     let identity: JWTPayload
     try {
       if (!token || !trusted) throw new Error('no token, or no upstream to check it with')
