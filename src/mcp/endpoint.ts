@@ -33,7 +33,6 @@ import {
   readMessages,
   wantsStream,
 } from './transport.js'
-import { createUpstreamTokenSource, type UpstreamTokenSourceOptions } from './upstream-token.js'
 
 /** What the endpoint needs: the app's dependencies, with the verifier `/revoke` also uses. */
 export type McpDeps = Deps & { readonly verifier: AccessTokenVerifier }
@@ -57,13 +56,6 @@ export interface McpEndpointOptions {
   readonly serverInfo?: ServerInfo
   /** Stateful mode only: how many sessions, and for how long idle. */
   readonly sessions?: SessionRegistryOptions
-  readonly upstreamRefresh?: UpstreamTokenSourceOptions
-  /**
-   * The bearer gate, when the application shares one with its own routes (`requireAuth`), or
-   * how to build it from the endpoint's dependencies; default one built from them (and
-   * `upstreamRefresh`).
-   */
-  readonly gate?: BearerGate | ((deps: McpDeps) => BearerGate)
   /** Largest JSON-RPC POST body; default 1 MiB. */
   readonly maxBodyBytes?: number
   /**
@@ -93,16 +85,8 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   const tools = [...builtins, ...(options.tools ?? [])]
   const serverInfo = options.serverInfo ?? DEFAULT_SERVER_INFO
   const servers = createServerFactory(serverInfo, tools)
-  const gate =
-    typeof options.gate === 'function'
-      ? options.gate(deps)
-      : (options.gate ??
-        createBearerGate({
-          config: deps.config,
-          verifier: deps.verifier,
-          upstreamTokens: createUpstreamTokenSource(deps, options.upstreamRefresh),
-          audit: deps.audit,
-        }))
+  // The instance's one gate: `requireAuth()` builds the same over the same services.
+  const gate = createBearerGate(deps)
   const gated = gatedRequests(gate, {
     toolScopes: new Map(tools.map((tool) => [tool.name, tool.requiredScopes ?? []])),
     maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,

@@ -1,12 +1,10 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
-import type { Audit } from '../audit.js'
-import type { Config } from '../config.js'
+import type { Deps } from '../deps.js'
 import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
-import type { AccessTokenVerifier } from '../tokens/verifier.js'
+import { describeNeededScopes } from '../tokens/policy.js'
 import { bearerChallenge } from './challenge.js'
 import type { Caller } from './tools.js'
-import type { UpstreamTokenSource } from './upstream-token.js'
 
 /** A request's bearer token, verified (signature, claims, revocation), not yet admitted. */
 export interface PresentedToken {
@@ -50,13 +48,13 @@ export interface BearerGate {
   ): OAuthError
 }
 
-export interface BearerGateDeps {
-  readonly config: Pick<Config, 'issuer' | 'resource' | 'scopes'>
-  readonly verifier: AccessTokenVerifier
-  readonly upstreamTokens: UpstreamTokenSource
-  /** Records refused tokens and requests (`mcp.denied`); a missing token is no event. */
-  readonly audit?: Audit | undefined
-}
+/**
+ * The services a gate is made of: the instance's verifier (verification cache, revocation),
+ * its upstream-token source (per-grant cache, renewal) and its audit trail (`mcp.denied`; a
+ * missing token is no event). The gate keeps no state of its own, so gates built over the same
+ * services are the same gate.
+ */
+export type BearerGateDeps = Pick<Deps, 'config' | 'verifier' | 'upstreamTokens' | 'audit'>
 
 /** RFC 6750 §2.1 `b64token`, after the case-insensitive scheme name. */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
@@ -108,7 +106,7 @@ export function createBearerGate(deps: BearerGateDeps): BearerGate {
     } catch (error) {
       const refusal = challenged(error)
       if (refusal instanceof OAuthError && refusal.code === 'invalid_token') {
-        audit?.('mcp.denied', { error: 'invalid_token', reason: refusal.description }, requestId)
+        audit('mcp.denied', { error: 'invalid_token', reason: refusal.description }, requestId)
       }
       throw refusal
     }
@@ -117,7 +115,7 @@ export function createBearerGate(deps: BearerGateDeps): BearerGate {
   const admit: BearerGate['admit'] = async ({ token, verified }, options = {}) => {
     const required = [...new Set(options.scopes ?? [])]
     if (required.some((scope) => !verified.scopes.includes(scope))) {
-      audit?.(
+      audit(
         'mcp.denied',
         {
           client_id: verified.clientId,
@@ -132,7 +130,7 @@ export function createBearerGate(deps: BearerGateDeps): BearerGate {
       throw refuse(
         403,
         'insufficient_scope',
-        `this request needs the scope${required.length > 1 ? 's' : ''} ${required.join(' ')}`,
+        describeNeededScopes(config, required, 'request'),
         required,
       )
     }

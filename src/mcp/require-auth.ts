@@ -1,9 +1,9 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Logger } from 'pino'
 import { requestIdOf } from '../audit.js'
-import { type Config, ConfigError } from '../config.js'
+import { ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
-import type { BearerGate } from './gate.js'
+import { type BearerGateDeps, createBearerGate } from './gate.js'
 import type { Caller } from './tools.js'
 
 /**
@@ -26,10 +26,8 @@ export interface RequireAuthOptions {
   readonly scopes?: readonly string[]
 }
 
-/** What the middleware needs: the configuration, `/mcp`'s bearer gate, a logger. */
-export interface RequireAuthDeps {
-  readonly config: Pick<Config, 'scopes'>
-  readonly gate: BearerGate
+/** What the middleware needs: the services `/mcp`'s bearer gate is built from, a logger. */
+export interface RequireAuthDeps extends BearerGateDeps {
   readonly logger: Logger
 }
 
@@ -54,11 +52,12 @@ export function requireBearer(
       `SCOPES: requireAuth needs ${unoffered.join(', ')}, which SCOPES does not list`,
     ])
   }
+  const gate = createBearerGate(deps)
 
   return async function requireAuth(c, next) {
     let auth: RequestAuth
     try {
-      const { caller, verified } = await deps.gate.authenticate(c.req.header('authorization'), {
+      const { caller, verified } = await gate.authenticate(c.req.header('authorization'), {
         scopes: required,
         requestId: requestIdOf(c),
       })
