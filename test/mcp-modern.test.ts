@@ -104,6 +104,29 @@ describe('raw 2026-07-28 requests', () => {
     expect(answer.result.ttlMs).toBeGreaterThan(0)
   })
 
+  it('replays for tools/list exactly what the SDK answers', async () => {
+    // A cursor takes the request past the replay to the SDK's own handler.
+    const replayed = modernRequest('tools/list', {}, { id: 4 })
+    const bySdk = modernRequest('tools/list', { cursor: 'next' }, { id: 4 })
+    const [fast, slow] = await Promise.all(
+      [replayed, bySdk].map(async ({ body, headers }) => {
+        const response = await mcpRequest(mcpUrl, { token, body, headers })
+        expect(response.status).toBe(200)
+        return response.json()
+      }),
+    )
+    expect(fast).toEqual(slow)
+  })
+
+  it('refuses a malformed _meta envelope with 400 -32602, never from the replay', async () => {
+    const { body, headers } = modernRequest('tools/list')
+    const meta = (body as { params: { _meta: Record<string, unknown> } }).params._meta
+    meta['io.modelcontextprotocol/clientCapabilities'] = 'all of them'
+    const response = await mcpRequest(mcpUrl, { token, body, headers })
+    expect(response.status).toBe(400)
+    expect(await response.json()).toMatchObject({ id: 1, error: { code: -32602 } })
+  })
+
   it('ignores an Mcp-Session-Id on a modern request', async () => {
     const { body, headers } = modernRequest('tools/call', { name: 'whoami', arguments: {} })
     const response = await mcpRequest(mcpUrl, {

@@ -68,9 +68,11 @@ export interface McpEndpointOptions {
 const DEFAULT_SERVER_INFO: ServerInfo = { name: 'mcp-oauth-proxy', version: '0.1.0' }
 
 /**
- * `/mcp`: the MCP Streamable HTTP endpoint (MCP spec 2025-11-25, basic/transports) behind the
- * bearer gate, with CORS for browser clients (any origin, no credentials: the token is a
- * header, never a cookie). With `config.mcpSessions === 'stateful'` each `initialize` opens a
+ * `/mcp`: the MCP Streamable HTTP endpoint behind the bearer gate, with CORS for browser
+ * clients (any origin, no credentials: the token is a header, never a cookie). It speaks both
+ * protocol eras at one URL (see `eraRouter`): 2026-07-28 requests statelessly on the v2 SDK
+ * (`createModernEra`), whatever `mcpSessions` says, and the 2025 era (basic/transports of
+ * 2025-11-25) as follows. With `config.mcpSessions === 'stateful'` each `initialize` opens a
  * session (`Mcp-Session-Id`) bound to the token's user and client; `stateless` handles every
  * POST on its own server and refuses GET and DELETE with 405, as the spec allows. With
  * `config.mcpUpstreamUrl` it forwards to that MCP server instead (see `forwardHandler`), which
