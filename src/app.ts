@@ -5,7 +5,9 @@ import type { Deps } from './deps.js'
 import { OAuthError, refusalResponse } from './errors.js'
 import { createMcpEndpoint, type McpEndpointOptions } from './mcp/endpoint.js'
 import { createMetrics, metricsRoutes } from './metrics.js'
+import { accountRoutes } from './oauth/account.js'
 import { authorizeRoutes } from './oauth/authorize.js'
+import { backchannelLogoutRoutes } from './oauth/backchannel-logout.js'
 import { createClients } from './oauth/clients.js'
 import { metadataRoutes } from './oauth/metadata.js'
 import { registerRoutes } from './oauth/register.js'
@@ -87,6 +89,8 @@ export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
     app.route('/', authorizeRoutes(withUpstream, clients))
     app.route('/', tokenRoutes(withUpstream, clients))
     app.route('/', revokeRoutes(withUpstream, clients))
+    app.route('/', accountRoutes(withUpstream, clients))
+    app.route('/', backchannelLogoutRoutes(withUpstream))
   }
   // Mounted with or without an upstream: the resource server needs only the keys to check
   // tokens (DESIGN.md: the two sides share only tokens/); upstream tools come with an upstream.

@@ -6,6 +6,7 @@ import { OAuthError } from '../errors.js'
 import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
 import { createGrant, issueCode } from '../tokens/grants.js'
 import { UpstreamError } from '../upstream/upstream.js'
+import { completeAccountSignIn } from './account.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
 import {
@@ -17,7 +18,13 @@ import {
 } from './cookies.js'
 import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
 import { checkUserPolicy } from './policy.js'
-import { isLoopbackRedirect, isPrivateUseScheme, redirectUriMatches } from './redirect-uri.js'
+import {
+  describeRedirect,
+  isLoopbackRedirect,
+  isPrivateUseScheme,
+  redirectUriMatches,
+} from './redirect-uri.js'
+import { type AccountTransaction, isAccountTransaction, transactionKey } from './transaction.js'
 
 /** A validated authorization request (after both phases), waiting for consent or the upstream. */
 interface AuthorizationRequest {
@@ -44,7 +51,6 @@ interface UpstreamTransaction extends AuthorizationRequest {
 }
 
 const consentKey = (id: string) => `consent:${id}`
-const transactionKey = (state: string) => `tx:${sha256(state)}`
 const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const MAX_STATE_LENGTH = 2048
 const MAX_CONSENT_BYTES = 4096
@@ -321,9 +327,14 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     const query = new URL(c.req.url).searchParams
     const state = query.get('state')
     if (!state) return errorPage(c, 'invalid_request', 'the identity provider returned no state')
-    const transaction = await store.take<UpstreamTransaction>(transactionKey(state))
+    const transaction = await store.take<UpstreamTransaction | AccountTransaction>(
+      transactionKey(state),
+    )
     if (!transaction)
       return errorPage(c, 'invalid_request', 'this sign-in expired or was already completed')
+    // The same fixed callback serves the account page's own sign-in, which grants nothing.
+    if (isAccountTransaction(transaction))
+      return completeAccountSignIn(deps, c, transaction, { state, query })
     const browser = browserId(c, config)
     if (!browser || sha256(browser) !== transaction.browser) {
       audit(c, 'authorization.refused', {
@@ -398,6 +409,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       scopes: transaction.scopes.filter((scope) => scope !== 'offline_access'),
       upstream: result.tokens,
       flowId: transaction.flowId,
+      redirectUri: transaction.redirectUri,
     })
     const code = await issueCode(deps, {
       grantId: grant.id,
@@ -433,15 +445,6 @@ const FORWARDED_UPSTREAM_ERRORS = new Set([
   'consent_required',
   'interaction_required',
 ])
-
-/** How the consent page names where the browser goes next. */
-function describeRedirect(redirectUri: string): string {
-  const url = new URL(redirectUri)
-  if (isLoopbackRedirect(url)) return `an application on this computer (${url.host})`
-  if (isPrivateUseScheme(url))
-    return `the ${url.protocol.slice(0, -1)} application on this computer`
-  return url.host
-}
 
 /** The CSP source that lets the consent form's redirect reach the client. */
 function formTarget(redirectUri: string): string {

@@ -104,3 +104,12 @@ export function redirectUriMatches(registered: string, requested: string): boole
 /** A loopback http URI as a string: host, port (no leading zero), path, query; no fragment. */
 const LOOPBACK_REDIRECT =
   /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(?::([1-9]\d{0,4}))?(\/[^?#\\\s@]*)?(\?[^#\\\s]*)?$/
+
+/** How a page names where the browser goes after sign-in (consent page, account page). */
+export function describeRedirect(redirectUri: string): string {
+  const url = new URL(redirectUri)
+  if (isLoopbackRedirect(url)) return `an application on this computer (${url.host})`
+  if (isPrivateUseScheme(url))
+    return `the ${url.protocol.slice(0, -1)} application on this computer`
+  return url.host
+}

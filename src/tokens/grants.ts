@@ -6,6 +6,7 @@ import type { StoreEntry } from '../store/store.js'
 import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../upstream/upstream.js'
 import type { IdentityClaims } from './access-token.js'
 import { seal, unseal } from './seal.js'
+import { keepIndexed, unindexGrant } from './user-grants.js'
 
 /**
  * One user's authorization of one client: the root of a refresh-token family. Revoking the
@@ -26,6 +27,14 @@ export interface Grant {
   readonly createdAt: number
   /** The sign-in this grant came from, for correlating audit events. */
   readonly flowId?: string | undefined
+  /** Where the client's answers went at sign-in (shown on the account page). */
+  readonly redirectUri?: string | undefined
+  /** The upstream session (`sid` of the ID token): a back-channel logout naming it ends this grant. */
+  readonly upstreamSid?: string | undefined
+  /** When the client last obtained tokens from this grant (or had its upstream token renewed). */
+  readonly lastUsedAt?: number | undefined
+  /** Until when the user's (and session's) index names this grant (`keepIndexed`). */
+  readonly indexedUntil?: number | undefined
 }
 
 /** A refresh token at rest, found by its hash. */
@@ -79,6 +88,7 @@ export async function createGrant(
     scopes: readonly string[]
     upstream: UpstreamTokens
     flowId?: string | undefined
+    redirectUri?: string | undefined
   },
 ): Promise<Grant> {
   const grant: Grant = {
@@ -91,6 +101,8 @@ export async function createGrant(
     accessTokens: [],
     createdAt: Math.floor(deps.clock.now()),
     flowId: params.flowId,
+    redirectUri: params.redirectUri,
+    upstreamSid: params.identity.sid,
   }
   await saveGrant(deps, grant)
   return grant
@@ -110,7 +122,12 @@ export async function saveGrant(
   alongside: readonly StoreEntry[] = [],
 ): Promise<void> {
   const now = deps.clock.now()
-  const live = { ...grant, accessTokens: grant.accessTokens.filter((t) => t.exp > now) }
+  const indexed = await keepIndexed(deps, grant)
+  const live = {
+    ...indexed,
+    accessTokens: grant.accessTokens.filter((t) => t.exp > now),
+    lastUsedAt: Math.floor(now),
+  }
   await deps.store.putMany([
     ...alongside,
     { key: grantKey(grant.id), value: live, ttlSeconds: deps.config.refreshTokenTtlSeconds },
@@ -130,6 +147,7 @@ export async function revokeGrant(deps: GrantDeps, grantId: string): Promise<Gra
   const grant = await deps.store.take<Grant>(grantKey(grantId))
   if (!grant) return undefined
   await Promise.all(grant.accessTokens.map((t) => denyAccessToken(deps, t.jti, t.exp)))
+  await unindexGrant(deps, grant)
   return grant
 }
 

@@ -31,6 +31,8 @@ export interface StartProxyOptions {
   upstream?: Partial<StartUpstreamOptions>
   /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
   fetch?: typeof fetch
+  /** Register `PUBLIC_URL/backchannel-logout` at the upstream (its ID tokens then carry `sid`). */
+  backchannelLogout?: boolean
 }
 
 /**
@@ -54,7 +56,11 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
   const url = `http://127.0.0.1:${port}`
   const upstream = await startUpstream({
     flavor: options.flavor,
-    client: { ...PROXY_CLIENT, redirect_uris: [`${url}/callback`] },
+    client: {
+      ...PROXY_CLIENT,
+      redirect_uris: [`${url}/callback`],
+      ...(options.backchannelLogout ? { backchannel_logout_uri: `${url}/backchannel-logout` } : {}),
+    },
     ...options.upstream,
   })
   const prefix = uniquePrefix(`proxy-${options.flavor}`)
