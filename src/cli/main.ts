@@ -3,11 +3,15 @@
  * `node dist/cli/main.js`), never imported by the library.
  *
  *   mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+ *   mcp-oauth-proxy revoke --sub <sub> [--client <client_id>]
  *
- * Exit codes: 0 every check passed, 1 a check failed, 2 the command line is wrong.
+ * Exit codes: 0 every check passed (revoke: done), 1 a check failed (revoke: the configuration
+ * or the store failed), 2 the command line is wrong.
  */
+import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { formatReport, resourceOf, runDoctor } from './doctor.js'
+import { parseRevokeArgs, runRevoke } from './revoke.js'
 
 const USAGE = `Usage: mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
 
@@ -16,6 +20,12 @@ Checks a live deployment from outside, as an MCP client meets it, e.g.
 
   --no-register        skip the dynamic client registration check (it registers a client)
   --timeout <seconds>  per request, default 10
+
+Usage: mcp-oauth-proxy revoke --sub <sub> [--client <client_id>]
+
+Ends a user's grants (refresh tokens and live access tokens), or only those of one client,
+in the store the server uses: run it with the server's environment (.env is read), REDIS_URL
+included. Prints how many grants ended.
 `
 
 async function main(argv: string[]): Promise<number> {
@@ -25,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE)
     return 0
   }
+  if (command === 'revoke') return revoke(rest)
   if (command !== 'doctor') return usage(`unknown command: ${command}`)
 
   let parsed: ReturnType<typeof parseDoctorArgs>
@@ -45,6 +56,23 @@ async function main(argv: string[]): Promise<number> {
   const results = await runDoctor(url, { register, timeoutSeconds })
   process.stdout.write(formatReport(results))
   return results.some((result) => result.status === 'fail') ? 1 : 0
+}
+
+async function revoke(args: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parseRevokeArgs>
+  try {
+    parsed = parseRevokeArgs(args)
+  } catch (error) {
+    return usage((error as Error).message)
+  }
+  // The server's own environment: the same .env it reads, then the process environment.
+  if (existsSync('.env')) process.loadEnvFile('.env')
+  return runRevoke(
+    process.env,
+    parsed,
+    (line) => process.stdout.write(`${line}\n`),
+    (line) => process.stderr.write(`${line}\n`),
+  )
 }
 
 function parseDoctorArgs(args: string[]) {

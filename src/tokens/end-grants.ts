@@ -3,7 +3,9 @@ import type { Deps } from '../deps.js'
 import { findGrant, type Grant, revokeGrant, upstreamTokens, withGrantLock } from './grants.js'
 import { MAX_LISTED_GRANTS, sessionGrantsKey, userGrantsKey } from './user-grants.js'
 
-type EndDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock' | 'verifier' | 'audit' | 'upstream'>
+/** The operator's command has no keys, upstream or verifier: ending a grant needs none of them. */
+type EndDeps = Pick<Deps, 'config' | 'store' | 'clock'> &
+  Partial<Pick<Deps, 'keys' | 'verifier' | 'audit' | 'upstream'>>
 
 /** How many grants one sweep (a logout, the operator's command) ends at most. */
 const MAX_ENDED_GRANTS = 10_000
@@ -13,7 +15,7 @@ const MAX_ENDED_GRANTS = 10_000
  * revoked elsewhere) are pruned on the way; a grant of another subject is never returned.
  */
 export async function listUserGrants(
-  deps: Pick<Deps, 'config' | 'store' | 'keys' | 'clock'>,
+  deps: Pick<Deps, 'store'>,
   sub: string,
   limit = MAX_LISTED_GRANTS,
 ): Promise<Grant[]> {
@@ -41,9 +43,9 @@ export async function endGrant(
     flow_id: grant.flowId,
     reason,
   })
-  const { upstream } = deps
-  if (upstream) {
-    const tokens = await upstreamTokens(deps, grant).catch(() => undefined)
+  const { upstream, keys } = deps
+  if (upstream && keys) {
+    const tokens = await upstreamTokens({ ...deps, keys }, grant).catch(() => undefined)
     if (tokens?.refreshToken) await upstream.revoke(tokens.refreshToken, 'refresh_token')
   }
   return grant
@@ -84,11 +86,7 @@ async function endAll(
 }
 
 /** The grants an index names that still exist; the others are taken out of it. */
-async function readIndex(
-  deps: Pick<Deps, 'config' | 'store' | 'keys' | 'clock'>,
-  key: string,
-  limit: number,
-): Promise<Grant[]> {
+async function readIndex(deps: Pick<Deps, 'store'>, key: string, limit: number): Promise<Grant[]> {
   const ids = await deps.store.indexMembers(key, limit)
   const found = await Promise.all(ids.map((id) => findGrant(deps, id)))
   const stale = ids.filter((_, i) => !found[i])

@@ -108,7 +108,7 @@ export async function createGrant(
   return grant
 }
 
-export async function findGrant(deps: GrantDeps, id: string): Promise<Grant | undefined> {
+export async function findGrant(deps: Pick<Deps, 'store'>, id: string): Promise<Grant | undefined> {
   return deps.store.get<Grant>(grantKey(id))
 }
 
@@ -143,7 +143,10 @@ export function upstreamTokens(deps: GrantDeps, grant: Grant): Promise<UpstreamT
  * Ends a grant: the family's refresh tokens stop working (they point at a grant that is gone)
  * and every access token it issued goes on the deny-list until it would have expired.
  */
-export async function revokeGrant(deps: GrantDeps, grantId: string): Promise<Grant | undefined> {
+export async function revokeGrant(
+  deps: Pick<Deps, 'store' | 'clock' | 'verifier'>,
+  grantId: string,
+): Promise<Grant | undefined> {
   const grant = await deps.store.take<Grant>(grantKey(grantId))
   if (!grant) return undefined
   await Promise.all(grant.accessTokens.map((t) => denyAccessToken(deps, t.jti, t.exp)))
@@ -156,7 +159,11 @@ export async function revokeGrant(deps: GrantDeps, grantId: string): Promise<Gra
  * drops it from this instance's verification cache at once; other instances see the deny-list
  * within their cache TTL.
  */
-export async function denyAccessToken(deps: GrantDeps, jti: string, exp: number): Promise<void> {
+export async function denyAccessToken(
+  deps: Pick<Deps, 'store' | 'clock' | 'verifier'>,
+  jti: string,
+  exp: number,
+): Promise<void> {
   deps.verifier?.evict(jti)
   const ttl = exp - deps.clock.now()
   if (ttl > 0) await deps.store.put(revokedKey(jti), true, ttl)
