@@ -327,6 +327,13 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
         })),
       ],
       jwks: { keys: [signingJwk] },
+      // oidc-provider refuses to call loopback addresses (its SSRF guard on outgoing requests);
+      // this provider lives on loopback and its one outgoing call, the back-channel logout,
+      // goes to the proxy beside it.
+      fetch: (url: URL | string, options: RequestInit & { dispatcher?: unknown }) => {
+        const { dispatcher: _guarded, ...rest } = options
+        return fetch(url, rest)
+      },
       cookies: { keys: [randomBytes(32).toString('hex')] },
       routes: profile.routes,
       // Kinde's refresh scope `offline` is not an oidc-provider built-in, so it is declared here;
