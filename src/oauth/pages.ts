@@ -32,7 +32,7 @@ const STYLE = `
   :root { color-scheme: light dark; --fg:#1b1f24; --muted:#5b6470; --bg:#f5f6f8; --card:#fff; --line:#dfe3e8; --accent:#2456d6; }
   @media (prefers-color-scheme: dark) { :root { --fg:#e8eaed; --muted:#a0a7b1; --bg:#111418; --card:#1b1f24; --line:#2c323a; --accent:#7aa2ff; } }
   * { box-sizing: border-box; }
-  body { margin:0; min-height:100vh; display:grid; place-items:center; background:var(--bg); color:var(--fg);
+  body { margin:0; padding:16px 0; min-height:100vh; display:grid; place-items:center; background:var(--bg); color:var(--fg);
     font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
   main { width:min(440px, calc(100vw - 32px)); background:var(--card); border:1px solid var(--line); border-radius:14px;
     padding:28px; box-shadow:0 8px 30px rgb(0 0 0 / .06); }
