@@ -164,6 +164,7 @@ ${indent(exchange('CODE'), 5)}
   4. Call the MCP endpoint with the token:
 ${indent(callMcp, 5)}
 
+See and revoke what you approved: ${publicUrl}/account
 Check the deployment: npx mcp-oauth-proxy doctor ${mcpUrl}
 Ctrl-C stops the demo.
 `)
@@ -203,7 +204,12 @@ async function startIdp(
     flavor: 'kinde' as const,
     users: [DEMO_USER],
     // The proxy's one fixed callback (DESIGN.md): all the provider ever redirects to.
-    client: { ...client, redirect_uris: [`${publicUrl}/callback`] },
+    client: {
+      ...client,
+      redirect_uris: [`${publicUrl}/callback`],
+      // Signing out at the provider (its /logout) ends the demo user's grants at the proxy.
+      backchannel_logout_uri: `${publicUrl}/backchannel-logout`,
+    },
   }
   if (proxyPort < 65_535) {
     try {
