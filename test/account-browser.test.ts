@@ -172,6 +172,8 @@ describe.each(['memory', 'redis'] as const)('the account page on %s', (store) =>
     expect(await mcpStatus(proxy, bobs.accessToken)).toBe(200)
     expect(await refreshOutcome(proxy, beta)).toBe(200)
     expect(await alpha.asksAgain()).toBe(true)
+    const metrics = await (await fetch(`${proxy.url}/metrics`)).text()
+    expect(metrics).toMatch(/^mcp_oauth_proxy_grants_revoked_total\{by="user"\} 1$/m)
   })
 
   it('serves the page unframeable, uncached, and its session in a short-lived HttpOnly Lax cookie', async () => {

@@ -9,6 +9,7 @@ type EndDeps = Pick<Deps, 'config' | 'store' | 'clock'> &
 
 /** How many grants one sweep (a logout, the operator's command) ends at most. */
 const MAX_ENDED_GRANTS = 10_000
+const ENDING_CONCURRENCY = 16
 
 /**
  * The user's live grants, newest first. Index entries for grants that are gone (expired,
@@ -25,7 +26,9 @@ export async function listUserGrants(
 
 /**
  * Ends one grant as `/revoke` does (its refresh family and live access tokens, under its lock),
- * revokes its upstream refresh token best-effort, and records `grant.revoked` by `by`.
+ * records `grant.revoked` by `by`, and revokes its upstream refresh token best-effort in the
+ * background: a back-channel logout must answer its upstream promptly, whatever the number of
+ * grants it ends.
  */
 export async function endGrant(
   deps: EndDeps,
@@ -45,8 +48,12 @@ export async function endGrant(
   })
   const { upstream, keys } = deps
   if (upstream && keys) {
-    const tokens = await upstreamTokens({ ...deps, keys }, grant).catch(() => undefined)
-    if (tokens?.refreshToken) await upstream.revoke(tokens.refreshToken, 'refresh_token')
+    // `revoke` never rejects; unsealing a grant sealed under a forgotten key may.
+    void upstreamTokens({ ...deps, keys }, grant).then(
+      (tokens) =>
+        tokens.refreshToken ? upstream.revoke(tokens.refreshToken, 'refresh_token') : undefined,
+      () => {},
+    )
   }
   return grant
 }
@@ -81,8 +88,14 @@ async function endAll(
   by: GrantRevoker,
   reason: string | undefined,
 ): Promise<number> {
-  const ended = await Promise.all(grants.map((grant) => endGrant(deps, grant.id, by, reason)))
-  return ended.filter(Boolean).length
+  // A few at a time: each takes its grant's lock and writes to the deny-list.
+  let count = 0
+  for (let i = 0; i < grants.length; i += ENDING_CONCURRENCY) {
+    const batch = grants.slice(i, i + ENDING_CONCURRENCY)
+    const ended = await Promise.all(batch.map((grant) => endGrant(deps, grant.id, by, reason)))
+    count += ended.filter(Boolean).length
+  }
+  return count
 }
 
 /** The grants an index names that still exist; the others are taken out of it. */
