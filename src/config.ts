@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { isLoopbackHost } from './loopback.js'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
 
 /** Which upstream identity provider signs users in. */
@@ -91,13 +92,6 @@ export class ConfigError extends Error {
     super(problems.join('\n'))
     this.name = 'ConfigError'
   }
-}
-
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
-
-/** True for hosts that never leave the machine: where plain http is acceptable. */
-export function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname)
 }
 
 const secureUrl = z

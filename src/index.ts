@@ -27,7 +27,8 @@ export {
   toolError,
 } from './mcp/tools.js'
 export type { AuthorizeUser } from './oauth/policy.js'
-export { createDeps, type DepsOptions, type RunningServer, startServer } from './server.js'
+export { type RunningServer, startServer } from './server.js'
+export { createServices, type ServiceOverrides, type Services } from './services.js'
 export { createMemoryStore } from './store/memory.js'
 export { createRedisStore, type RedisStoreOptions } from './store/redis.js'
 export type { Store } from './store/store.js'

@@ -37,8 +37,8 @@ export interface BearerGateOptions {
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
 /**
- * The bearer gate of the MCP endpoint (RFC 6750, RFC 9728 §5.1, MCP authorization spec),
- * STYLE.md §8. The token is read from the `Authorization` header only (never the query). No
+ * The bearer gate of the MCP endpoint (RFC 6750, RFC 9728 §5.1, MCP authorization spec), with
+ * challenges exact enough for clients to act on. The token is read from the `Authorization` header only (never the query). No
  * token: 401 with a challenge naming the resource metadata and scopes but no error code
  * (RFC 6750 §3.1); a token the verifier refuses: 401 `invalid_token` with why; a `tools/call`
  * for a tool needing scopes the token lacks: 403 `insufficient_scope` naming them, so the

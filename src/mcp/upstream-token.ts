@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
@@ -31,7 +32,7 @@ interface Held {
 
 type SourceDeps = Pick<
   Deps,
-  'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream' | 'audit'
+  'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream' | 'audit' | 'verifier'
 >
 
 /**
@@ -47,8 +48,7 @@ export function createUpstreamTokenSource(
   options: UpstreamTokenSourceOptions = {},
 ): UpstreamTokenSource {
   const skewSeconds = options.skewSeconds ?? 30
-  const maxGrants = options.maxGrants ?? 10_000
-  const held = new Map<string, Held>()
+  const held = new LRUCache<string, Held>({ max: options.maxGrants ?? 10_000 })
   // One refresh per grant at a time on this instance: the others wait for it, not the lock.
   const refreshing = new Map<string, Promise<Held>>()
   const { upstream } = deps
@@ -57,16 +57,6 @@ export function createUpstreamTokenSource(
   // upstream issuing 60-second tokens must not be asked for a new one on every request.
   const fresh = (token: Held, now: number) =>
     token.exp - now > Math.min(skewSeconds, (token.exp - token.obtainedAt) / 4)
-
-  const remember = (grantId: string, token: Held) => {
-    held.delete(grantId)
-    held.set(grantId, token)
-    while (held.size > maxGrants) {
-      const oldest = held.keys().next().value
-      if (oldest === undefined) break
-      held.delete(oldest)
-    }
-  }
 
   const refresh = async (
     verified: VerifiedAccessToken,
@@ -106,7 +96,7 @@ export function createUpstreamTokenSource(
       }
       throw error
     })
-    remember(grantId, refreshed)
+    held.set(grantId, refreshed)
     return refreshed
   }
 

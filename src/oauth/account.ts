@@ -3,6 +3,7 @@ import { forRequest } from '../audit.js'
 import { randomToken, safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
+import { KEY_TTL_SECONDS } from '../store/keys.js'
 import { endGrant, listUserGrants } from '../tokens/end-grants.js'
 import { findGrant, type Grant } from '../tokens/grants.js'
 import { accountSessionKey } from '../tokens/user-grants.js'
@@ -28,7 +29,7 @@ import { describeRedirect } from './redirect-uri.js'
 import { type AccountTransaction, transactionKey } from './transaction.js'
 
 /** An account page session lives at most this long, however active: it can end grants. */
-export const ACCOUNT_SESSION_SECONDS = 900
+export const ACCOUNT_SESSION_SECONDS = KEY_TTL_SECONDS.accountSession
 const MAX_FORM_BYTES = 2048
 const ACCOUNT_SCOPES = ['openid', 'profile', 'email']
 const UPSTREAM_NAMES = { kinde: 'Kinde', auth0: 'Auth0', oidc: 'your identity provider' } as const

@@ -4,6 +4,7 @@ import { randomToken, safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
 import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
+import { storeKey } from '../store/keys.js'
 import { createGrant, issueCode } from '../tokens/grants.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { completeAccountSignIn } from './account.js'
@@ -50,12 +51,12 @@ interface UpstreamTransaction extends AuthorizationRequest {
   readonly codeVerifier: string
 }
 
-const consentKey = (id: string) => `consent:${id}`
+const consentKey = storeKey.consent
 const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const MAX_STATE_LENGTH = 2048
 const MAX_CONSENT_BYTES = 4096
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 
 /**
  * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the

@@ -3,6 +3,7 @@ import { forRequest } from '../audit.js'
 import type { Deps } from '../deps.js'
 import { NO_STORE, OAuthError, upstreamUnavailable } from '../errors.js'
 import { methodNotAllowed } from '../http.js'
+import { KEY_TTL_SECONDS } from '../store/keys.js'
 import { endSessionGrants, endUserGrants } from '../tokens/end-grants.js'
 import { logoutTokenKey } from '../tokens/user-grants.js'
 import { LOGOUT_TOKEN_MAX_AGE_SECONDS } from '../upstream/logout-token.js'
@@ -11,8 +12,8 @@ import { readForm } from './form.js'
 
 type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
 
-/** Long enough that a token accepted once is refused as a replay until it is too old anyway. */
-const SEEN_TOKEN_SECONDS = 2 * LOGOUT_TOKEN_MAX_AGE_SECONDS
+// Long enough that a token accepted once is refused as a replay until it is too old anyway.
+const SEEN_TOKEN_SECONDS = Math.max(KEY_TTL_SECONDS.logoutToken, 2 * LOGOUT_TOKEN_MAX_AGE_SECONDS)
 
 /**
  * `POST /backchannel-logout` (OpenID Connect Back-Channel Logout 1.0 §2.5–2.8): the upstream

@@ -30,7 +30,7 @@ import type { Clients } from './clients.js'
 import { readForm } from './form.js'
 import { checkUserPolicy } from './policy.js'
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 type Form = Record<string, string>
 
 /** The successful token response (RFC 6749 §5.1). */

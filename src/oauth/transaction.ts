@@ -1,7 +1,8 @@
 import { sha256 } from '../crypto.js'
+import { storeKey } from '../store/keys.js'
 
 /** The upstream leg of a sign-in, found by the `state` it sent to the upstream. */
-export const transactionKey = (state: string) => `tx:${sha256(state)}`
+export const transactionKey = (state: string) => storeKey.transaction(sha256(state))
 
 /**
  * The upstream leg of an `/account` sign-in: no MCP client behind it, so `/callback` opens an

@@ -1,6 +1,7 @@
 import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError, unavailable, upstreamUnavailable } from '../errors.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import { LockTimeoutError, withLock } from '../store/lock.js'
 import type { StoreEntry } from '../store/store.js'
 import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../upstream/upstream.js'
@@ -58,13 +59,14 @@ export interface CodeRecord {
   readonly resource: string
 }
 
-const grantKey = (id: string) => `grant:${id}`
-const refreshKey = (hash: string) => `refresh:${hash}`
-const codeKey = (hash: string) => `code:${hash}`
-const usedCodeKey = (hash: string) => `code-used:${hash}`
-const revokedKey = (jti: string) => `revoked:${jti}`
-// Long enough to recognise a replay well after the code itself expired.
-const USED_CODE_MEMORY_SECONDS = 600
+const {
+  grant: grantKey,
+  refreshToken: refreshKey,
+  code: codeKey,
+  usedCode: usedCodeKey,
+  revokedAccessToken: revokedKey,
+} = storeKey
+const USED_CODE_MEMORY_SECONDS = KEY_TTL_SECONDS.usedCode
 
 type GrantDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock' | 'verifier'>
 
@@ -135,7 +137,7 @@ export async function saveGrant(
 }
 
 /** The grant's upstream token set. */
-export function upstreamTokens(deps: GrantDeps, grant: Grant): Promise<UpstreamTokens> {
+export function upstreamTokens(deps: Pick<Deps, 'keys'>, grant: Grant): Promise<UpstreamTokens> {
   return unseal<UpstreamTokens>(deps.keys, grant.upstream)
 }
 
@@ -144,7 +146,7 @@ export function upstreamTokens(deps: GrantDeps, grant: Grant): Promise<UpstreamT
  * and every access token it issued goes on the deny-list until it would have expired.
  */
 export async function revokeGrant(
-  deps: Pick<Deps, 'store' | 'clock' | 'verifier'>,
+  deps: Pick<Deps, 'store' | 'clock'> & Partial<Pick<Deps, 'verifier'>>,
   grantId: string,
 ): Promise<Grant | undefined> {
   const grant = await deps.store.take<Grant>(grantKey(grantId))
@@ -160,7 +162,7 @@ export async function revokeGrant(
  * within their cache TTL.
  */
 export async function denyAccessToken(
-  deps: Pick<Deps, 'store' | 'clock' | 'verifier'>,
+  deps: Pick<Deps, 'store' | 'clock'> & Partial<Pick<Deps, 'verifier'>>,
   jti: string,
   exp: number,
 ): Promise<void> {
@@ -302,7 +304,7 @@ export async function rotateRefreshToken(
 
 /** The upstream's shared lock for one grant: one instance refreshes its upstream token at a time. */
 export function grantLockKey(grantId: string): string {
-  return `lock:grant:${grantId}`
+  return storeKey.grantLock(grantId)
 }
 
 /**

@@ -1,26 +1,23 @@
 import { sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import type { Grant } from './grants.js'
 
-// Store keys of a user's control over their grants. Each names its own Redis Cluster hash slot
-// (the `{…}` tag), away from the grants it points at: an index is updated in single-key steps
-// beside the grant's, and tolerates naming grants that are gone.
-
-/** A user's grants: a sorted set of grant ids, scored by when each would expire. */
-export const userGrantsKey = (sub: string) => `user-grants:{user:${sha256(sub)}}`
-/** The grants of one upstream session (`sid`), for a logout token that names only the session. */
-export const sessionGrantsKey = (sid: string) => `session-grants:{upstream-session:${sha256(sid)}}`
-/** A signed-in `/account` page session, by the hash of its cookie's value. */
-export const accountSessionKey = (id: string) => `account:{account:${sha256(id)}}`
-/** A logout token already acted on (OIDC Back-Channel Logout 1.0 §2.6: refuse a replayed `jti`). */
+/** The user's index of grants (keys hash the subject: any string may be one). */
+export const userGrantsKey = (sub: string) => storeKey.userGrants(sha256(sub))
+/** The index of the grants signed in through one upstream session. */
+export const sessionGrantsKey = (sid: string) => storeKey.sessionGrants(sha256(sid))
+/** A signed-in `/account` page, by its cookie's value. */
+export const accountSessionKey = (id: string) => storeKey.accountSession(sha256(id))
+/** A logout token acted on (OIDC Back-Channel Logout 1.0 §2.6: refuse a replayed `jti`). */
 export const logoutTokenKey = (issuer: string, jti: string) =>
-  `logout-jti:{logout:${sha256(`${issuer} ${jti}`)}}`
+  storeKey.logoutToken(sha256(`${issuer} ${jti}`))
 
 /**
  * Index entries outlive their grant's current expiry by this much, so that a grant kept alive
  * by refreshes needs its index entries renewed only about once a day, not on every refresh.
  */
-const INDEX_SLACK_SECONDS = 86_400
+const INDEX_SLACK_SECONDS = KEY_TTL_SECONDS.grantIndexSlack
 /** Bound on the grants one listing reads: a person has a handful, a runaway script thousands. */
 export const MAX_LISTED_GRANTS = 500
 

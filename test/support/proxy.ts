@@ -1,6 +1,8 @@
 import { pino } from 'pino'
-import { loadConfig } from '../../src/config.js'
+import type { Clock } from '../../src/clock.js'
+import { type Config, loadConfig } from '../../src/config.js'
 import { type RunningServer, startServer } from '../../src/server.js'
+import { createServices, type ServiceOverrides, type Services } from '../../src/services.js'
 import { freePort } from './net.js'
 import { deleteKeys, REDIS_URL, uniquePrefix } from './redis.js'
 import {
@@ -31,6 +33,8 @@ export interface StartProxyOptions {
   upstream?: Partial<StartUpstreamOptions>
   /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
   fetch?: typeof fetch
+  /** The proxy's clock (token lifetimes, the verifier's cache); default the wall clock. */
+  clock?: Clock
   /** Register `PUBLIC_URL/backchannel-logout` at the upstream (its ID tokens then carry `sid`). */
   backchannelLogout?: boolean
 }
@@ -78,6 +82,7 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
     server = await startServer(loadConfig(env), {
       logger: pino({ level: 'silent' }),
       fetch: options.fetch,
+      clock: options.clock,
     })
   } catch (error) {
     await upstream.close()
@@ -137,4 +142,19 @@ export async function startSibling(
     fetch: options.fetch,
   })
   return { url: server.url, server, close: () => server.close() }
+}
+
+/**
+ * The services of another instance of `proxy`, built by the composition root as the server
+ * builds its own: the same store (so the same keys), its own verifier, upstream-token cache,
+ * metrics and audit trail. `config` replaces settings of that instance only.
+ */
+export function siblingServices(
+  proxy: ProxyUnderTest,
+  options: { config?: Partial<Config>; overrides?: ServiceOverrides } = {},
+): Promise<Services> {
+  return createServices(
+    { ...proxy.server.config, ...options.config },
+    { store: proxy.server.deps.store, logger: pino({ level: 'silent' }), ...options.overrides },
+  )
 }

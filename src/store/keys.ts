@@ -1,0 +1,190 @@
+/**
+ * Every key the proxy writes to its store, in one place: its shape, its hash tag and its TTL
+ * rule. Nothing else in `src/` spells a key.
+ *
+ * Redis Cluster hashes only the part of a key inside its first `{…}` (the hash tag) when one
+ * is there, and refuses a script or transaction that names keys of two slots (`CROSSSLOT`).
+ * So keys written or read together in one step share a tag: a grant with its lock
+ * (`{<grant id>}`), a code with its one-shot marker (`{<sha256(code)>}`).
+ * Every other key stands alone and spreads over the slots by its whole name.
+ */
+export const storeKey = {
+  /** Signing keys (current, previous) and the encryption key, shared by the fleet. */
+  keySet: () => 'keys:v1',
+  /** Held by the one instance that rotates the signing key. */
+  keyRotation: () => 'keys:v1:rotating',
+  /** A registered client (secret as SHA-256). */
+  client: (clientId: string) => `client:${clientId}`,
+  /** The public client id registered for identical metadata. */
+  clientDedupe: (fingerprint: string) => `client-dedupe:${fingerprint}`,
+  /** A validated Client ID Metadata Document, cached. */
+  metadataDocument: (urlHash: string) => `cimd:${urlHash}`,
+  /** An authorization request waiting on the consent page. */
+  consent: (requestId: string) => `consent:${requestId}`,
+  /** The upstream leg of a sign-in, found by the hash of its `state`. */
+  transaction: (stateHash: string) => `tx:${stateHash}`,
+  /** An authorization code, by its hash; tagged with its marker's slot. */
+  code: (codeHash: string) => `code:{${codeHash}}`,
+  /** The one-shot marker of a redeemed code (its grant id), for replay detection. */
+  usedCode: (codeHash: string) => `code-used:{${codeHash}}`,
+  /** A user's grant: identity, sealed upstream tokens, refresh family, live access-token ids. */
+  grant: (grantId: string) => `grant:{${grantId}}`,
+  /** A refresh token of a grant's family, by its hash. */
+  refreshToken: (tokenHash: string) => `refresh:${tokenHash}`,
+  /** One refresh, exchange or revocation of a grant's family at a time, fleet-wide. */
+  grantLock: (grantId: string) => `lock:grant:{${grantId}}`,
+  /** A revoked access token, by its `jti`. */
+  revokedAccessToken: (jti: string) => `revoked:${jti}`,
+  /** A fixed-window rate-limit counter of one limit, one caller and one minute. */
+  rate: (name: string, caller: string, minute: number | string) =>
+    `rate:${name}:${caller}:${minute}`,
+  /**
+   * A user's grants: a sorted set of grant ids scored by expiry, updated in single-key steps
+   * beside the grants, so it may name grants already gone (readers check and prune).
+   */
+  userGrants: (subHash: string) => `user-grants:${subHash}`,
+  /** The grants signed in through one upstream session (`sid`), for a logout naming only it. */
+  sessionGrants: (sidHash: string) => `session-grants:${sidHash}`,
+  /** A signed-in `/account` page, by the hash of its cookie's value. */
+  accountSession: (idHash: string) => `account:${idHash}`,
+  /** A back-channel logout token acted on, by the hash of its issuer and `jti`. */
+  logoutToken: (hash: string) => `logout-jti:${hash}`,
+} as const
+
+/** How long each key lives (everything in the store expires). */
+export const KEY_TTL_SECONDS = {
+  /** The signing-key rotation lock: long enough for one rotation, short for a crashed holder. */
+  keyRotation: 30,
+  /** A redeemed code's marker: recognises a replay well after the code itself expired. */
+  usedCode: 600,
+  /** A rate-limit window. */
+  rate: 60,
+  /** An `/account` session, however active: it can end grants. */
+  accountSession: 900,
+  /** A logout token's replay marker: past it, the token is too old to be accepted anyway. */
+  logoutToken: 600,
+  /** How long index entries outlive their grant's current expiry (renewed about that often). */
+  grantIndexSlack: 86_400,
+} as const
+
+/** One row of the README's key table. */
+export interface KeyRow {
+  /** The key's shape, placeholders in angle brackets. */
+  readonly key: string
+  /** The hash tag that decides its Redis Cluster slot; `—` when the whole key does. */
+  readonly hashTag: string
+  readonly what: string
+  readonly ttl: string
+}
+
+/** The README's Redis key table, built from the shapes above (a test compares the two). */
+export const KEY_TABLE: readonly KeyRow[] = [
+  {
+    key: storeKey.keySet(),
+    hashTag: '—',
+    what: 'signing keys (current, previous) and the encryption key',
+    ttl: '2 × `KEY_ROTATION_SECONDS`, renewed at rotation',
+  },
+  {
+    key: storeKey.keyRotation(),
+    hashTag: '—',
+    what: 'one instance rotates',
+    ttl: `${KEY_TTL_SECONDS.keyRotation} s`,
+  },
+  {
+    key: storeKey.client('<client_id>'),
+    hashTag: '—',
+    what: 'a registered client; secret as SHA-256',
+    ttl: '1 day until first use, then `CLIENT_IDLE_TTL_SECONDS`',
+  },
+  {
+    key: storeKey.clientDedupe('<sha256(metadata)>'),
+    hashTag: '—',
+    what: 'the public client id for identical metadata',
+    ttl: 'as its client',
+  },
+  {
+    key: storeKey.metadataDocument('<sha256(url)>'),
+    hashTag: '—',
+    what: 'a validated Client ID Metadata Document',
+    ttl: 'its `max-age` (default 5 min, at most 1 day)',
+  },
+  {
+    key: storeKey.consent('<id>'),
+    hashTag: '—',
+    what: 'an authorization request waiting on the consent page',
+    ttl: '`TRANSACTION_TTL_SECONDS`',
+  },
+  {
+    key: storeKey.transaction('<sha256(state)>'),
+    hashTag: '—',
+    what: 'the upstream leg: nonce, PKCE verifier, client request',
+    ttl: '`TRANSACTION_TTL_SECONDS`',
+  },
+  {
+    key: storeKey.code('<sha256(code)>'),
+    hashTag: '`<sha256(code)>`',
+    what: 'an authorization code',
+    ttl: '`AUTH_CODE_TTL_SECONDS`',
+  },
+  {
+    key: storeKey.usedCode('<sha256(code)>'),
+    hashTag: '`<sha256(code)>`',
+    what: 'one-shot gate and replay detection',
+    ttl: `${KEY_TTL_SECONDS.usedCode / 60} min`,
+  },
+  {
+    key: storeKey.grant('<id>'),
+    hashTag: '`<id>`',
+    what: "a user's grant: identity, sealed upstream tokens, refresh family, live access-token ids",
+    ttl: '`REFRESH_TOKEN_TTL_SECONDS`, renewed on refresh',
+  },
+  {
+    key: storeKey.refreshToken('<sha256(token)>'),
+    hashTag: '—',
+    what: 'a refresh token of a family (rotated ones keep their sealed successor for the grace)',
+    ttl: '`REFRESH_TOKEN_TTL_SECONDS`',
+  },
+  {
+    key: storeKey.revokedAccessToken('<jti>'),
+    hashTag: '—',
+    what: 'a revoked access token',
+    ttl: 'until its `exp`',
+  },
+  {
+    key: storeKey.grantLock('<id>'),
+    hashTag: '`<id>`',
+    what: 'one refresh / exchange / revocation of a family at a time, fleet-wide',
+    ttl: '30 s',
+  },
+  {
+    key: storeKey.rate('<name>', '<key>', '<minute>'),
+    hashTag: '—',
+    what: 'fixed-window rate-limit counter',
+    ttl: `${KEY_TTL_SECONDS.rate} s`,
+  },
+  {
+    key: storeKey.userGrants('<sha256(sub)>'),
+    hashTag: '—',
+    what: "sorted set: a user's grant ids by expiry (may name grants already gone; listing prunes them)",
+    ttl: "its last member's: `REFRESH_TOKEN_TTL_SECONDS` + 1 day, renewed about daily",
+  },
+  {
+    key: storeKey.sessionGrants('<sha256(sid)>'),
+    hashTag: '—',
+    what: 'sorted set: the grant ids signed in through one upstream session',
+    ttl: 'as above',
+  },
+  {
+    key: storeKey.accountSession('<sha256(cookie)>'),
+    hashTag: '—',
+    what: 'a signed-in `/account` page: subject, CSRF token',
+    ttl: `${KEY_TTL_SECONDS.accountSession / 60} min`,
+  },
+  {
+    key: storeKey.logoutToken('<sha256(iss jti)>'),
+    hashTag: '—',
+    what: 'a back-channel logout token acted on (a replay is refused)',
+    ttl: `${KEY_TTL_SECONDS.logoutToken / 60} min`,
+  },
+]
