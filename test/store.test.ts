@@ -194,21 +194,21 @@ describe.each([
 
   it('an index names its members until each expires, then forgets itself', async () => {
     await Promise.all([
-      store.indexAdd('k:index', 'short', 0.2),
-      store.indexAdd('k:index', 'long', 0.6),
-      store.indexAdd('k:index', 'gone', 30),
+      store.indexAdd('k:index', 'short', 20),
+      store.indexAdd('k:index', 'long', 60),
+      store.indexAdd('k:index', 'gone', 300),
     ])
     await store.indexRemove('k:index', 'gone')
     await store.indexRemove('k:index', 'never-there')
     expect((await store.indexMembers('k:index', 10)).sort()).toEqual(['long', 'short'])
     expect(await store.indexMembers('k:index', 1)).toHaveLength(1)
-    await subject.elapse(0.35)
+    await subject.elapse(35)
     expect(await store.indexMembers('k:index', 10)).toEqual(['long'])
     // Re-adding moves a member's expiry.
-    await store.indexAdd('k:index', 'long', 0.6)
-    await subject.elapse(0.35)
+    await store.indexAdd('k:index', 'long', 60)
+    await subject.elapse(35)
     expect(await store.indexMembers('k:index', 10)).toEqual(['long'])
-    await subject.elapse(0.4)
+    await subject.elapse(40)
     expect(await store.indexMembers('k:index', 10)).toEqual([])
     expect(await store.indexMembers('k:never', 10)).toEqual([])
   })
