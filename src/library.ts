@@ -8,9 +8,9 @@ import type { Deps } from './deps.js'
 import { type AuthEnv, type RequireAuthOptions, requireBearer } from './mcp/require-auth.js'
 import type { ServerInfo } from './mcp/server.js'
 import type { ToolDefinition } from './mcp/tools.js'
-import type { AuthorizeUser } from './oauth/policy.js'
 import { createServices } from './services.js'
 import type { Store } from './store/store.js'
+import type { AuthorizeUser } from './tokens/policy.js'
 
 export interface McpAuthProxyOptions {
   /**

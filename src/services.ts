@@ -8,11 +8,11 @@ import { createUpstreamTokenSource } from './mcp/upstream-token.js'
 import { createMetrics } from './metrics.js'
 import type { MetadataDocumentOptions } from './oauth/client-metadata-document.js'
 import { createClients } from './oauth/clients.js'
-import type { AuthorizeUser } from './oauth/policy.js'
 import { createMemoryStore } from './store/memory.js'
 import { createRedisStore } from './store/redis.js'
 import type { Store } from './store/store.js'
 import { createKeys } from './tokens/keys.js'
+import { type AuthorizeUser, admitEveryone } from './tokens/policy.js'
 import { createAccessTokenVerifier } from './tokens/verifier.js'
 import { createOidcUpstream } from './upstream/oidc.js'
 
@@ -42,8 +42,6 @@ export interface ServiceOverrides {
   /** Where audit lines go instead of `AUDIT_LOG` or the log stream. */
   readonly auditDestination?: DestinationStream | undefined
 }
-
-const everyone: AuthorizeUser = () => true
 
 /**
  * The composition root: builds every stateful collaborator of one instance once, from
@@ -108,7 +106,7 @@ export async function createServices(
       metrics,
       audit,
       metadataDocuments: overrides.metadataDocuments ?? {},
-      authorizeUser: overrides.authorizeUser ?? everyone,
+      authorizeUser: overrides.authorizeUser ?? admitEveryone,
     }
     const verifier = createAccessTokenVerifier(base)
     return Object.freeze({

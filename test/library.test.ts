@@ -83,7 +83,13 @@ describe('createMcpAuthProxy (library mode)', () => {
       users: [ALICE, MALLORY],
     })
     proxy = await createMcpAuthProxy({
-      config: { PUBLIC_URL: url, SCOPES, ...upstreamEnv(upstream) },
+      config: {
+        PUBLIC_URL: url,
+        SCOPES,
+        // Alice's upstream permission backs both report scopes.
+        SCOPE_PERMISSIONS: 'reports:read=reports:export reports:write=reports:export',
+        ...upstreamEnv(upstream),
+      },
       logger: pino({ level: 'silent' }),
       tools: [listReports],
       authorizeUser: (user) => {
@@ -153,7 +159,7 @@ describe('createMcpAuthProxy (library mode)', () => {
     })
     expect(response.status).toBe(403)
     expect(response.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this call needs the scope reports:read", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:read"`,
+      `Bearer error="insufficient_scope", error_description="this call needs the scope reports:read (upstream permission reports:read or reports:export)", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:read"`,
     )
   })
 
@@ -224,7 +230,7 @@ describe('createMcpAuthProxy (library mode)', () => {
     })
     expect(refused.status).toBe(403)
     expect(refused.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this request needs the scope reports:write", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:write"`,
+      `Bearer error="insufficient_scope", error_description="this request needs the scope reports:write (upstream permission reports:write or reports:export)", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:write"`,
     )
     const allowed = await fetch(`${url}/api/reports`, {
       method: 'POST',

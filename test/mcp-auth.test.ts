@@ -350,12 +350,12 @@ describe('per-tool scopes (step-up, 403 insufficient_scope)', () => {
     })
     expect(response.status).toBe(403)
     expect(response.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this call needs the scope tools:admin", resource_metadata="${metadataUrl()}", scope="tools:admin"`,
+      `Bearer error="insufficient_scope", error_description="this call needs the scope tools:admin (upstream permission tools:admin)", resource_metadata="${metadataUrl()}", scope="tools:admin"`,
     )
     expect(response.headers.get('access-control-expose-headers')).toContain('WWW-Authenticate')
     expect(await response.json()).toEqual({
       error: 'insufficient_scope',
-      error_description: 'this call needs the scope tools:admin',
+      error_description: 'this call needs the scope tools:admin (upstream permission tools:admin)',
     })
   })
 

@@ -174,10 +174,10 @@ describe.each(CASES)('oidc upstream as $flavor', (c) => {
     // expires_in (3600 s) counted from the moment the proxy got the answer.
     expect(tokens.expiresAt).toBe(clock.now() + 3600)
     if (c.flavor === 'kinde') {
+      // Kinde's ID token names the email without saying whether it is verified.
       expect(identity).toEqual({
         sub: 'kp_alice',
         email: 'alice@example.test',
-        emailVerified: true,
         name: 'Alice',
         orgCode: 'org_alpha',
         orgCodes: ['org_alpha'],
@@ -527,6 +527,22 @@ describe('upstream presets', () => {
         { scope: 'openid email' },
       ),
     ).toEqual({ sub: 'kp_1', name: 'Ada Lovelace', scopes: ['openid', 'email'] })
+  })
+
+  it.each([
+    ['kinde', kinde(undefined)],
+    ['oidc', oidc(undefined)],
+  ])('%s: reads email_verified only from the token that names the email', (_name, preset) => {
+    // A verified ID token without an email does not vouch for the access token's address.
+    expect(
+      preset.identity({ sub: 'u1', email_verified: true }, { email: 'eve@acme.test' }),
+    ).toEqual({ sub: 'u1', email: 'eve@acme.test' })
+    expect(
+      preset.identity(
+        { sub: 'u1', email: 'ada@acme.test', email_verified: false },
+        { email: 'other@acme.test', email_verified: true },
+      ),
+    ).toEqual({ sub: 'u1', email: 'ada@acme.test', emailVerified: false })
   })
 
   it('has no identity without a subject', () => {

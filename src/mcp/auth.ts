@@ -5,6 +5,7 @@ import type { Config } from '../config.js'
 import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
 import { hasMediaType, readBody } from '../http.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
+import { describeNeededScopes } from '../tokens/policy.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerChallenge } from './challenge.js'
 import type { Caller } from './tools.js'
@@ -48,7 +49,7 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
  * `AuthInfo.extra`, and leaves the parsed body for the transport, which then does not read it.
  */
 export function mcpBearerAuth(
-  config: Pick<Config, 'issuer' | 'resource' | 'scopes'>,
+  config: Pick<Config, 'issuer' | 'resource' | 'scopes' | 'openScopes' | 'scopePermissions'>,
   options: BearerGateOptions,
 ): MiddlewareHandler<McpEnv> {
   const resource = new URL(config.resource)
@@ -102,7 +103,7 @@ export function mcpBearerAuth(
         throw refuse(
           403,
           'insufficient_scope',
-          `this call needs the scope${needed.length > 1 ? 's' : ''} ${needed.join(' ')}`,
+          describeNeededScopes(config, needed, 'call'),
           needed,
         )
       }

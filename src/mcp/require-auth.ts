@@ -4,6 +4,7 @@ import { requestIdOf } from '../audit.js'
 import { type Config, ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
+import { describeNeededScopes } from '../tokens/policy.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerRefusals, bearerToken, callerOf } from './auth.js'
 import type { Caller } from './tools.js'
@@ -31,7 +32,7 @@ export interface RequireAuthOptions {
 
 /** What the gate shares with the MCP endpoint's: the configuration, the verifier, the upstream tokens. */
 export interface RequireAuthDeps {
-  readonly config: Pick<Config, 'issuer' | 'scopes'>
+  readonly config: Pick<Config, 'issuer' | 'scopes' | 'openScopes' | 'scopePermissions'>
   readonly verifier: AccessTokenVerifier
   readonly upstreamTokens: UpstreamTokenSource
   readonly logger: Logger
@@ -79,7 +80,7 @@ export function requireBearer(
       throw refuse(
         403,
         'insufficient_scope',
-        `this request needs the scope${required.length > 1 ? 's' : ''} ${required.join(' ')}`,
+        describeNeededScopes(deps.config, required, 'request'),
         required,
       )
     }

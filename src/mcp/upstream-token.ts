@@ -32,7 +32,15 @@ interface Held {
 
 type SourceDeps = Pick<
   Deps,
-  'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream' | 'audit' | 'verifier'
+  | 'config'
+  | 'store'
+  | 'keys'
+  | 'clock'
+  | 'logger'
+  | 'upstream'
+  | 'audit'
+  | 'authorizeUser'
+  | 'verifier'
 >
 
 /**
@@ -77,7 +85,7 @@ export function createUpstreamTokenSource(
         return { at: current.accessToken, exp: current.expiresAt, obtainedAt: now }
       }
       const { audit } = deps
-      const { tokens } = await refreshGrantUpstream(
+      const { tokens, claimsChanged } = await refreshGrantUpstream(
         {
           ...deps,
           upstream,
@@ -89,10 +97,18 @@ export function createUpstreamTokenSource(
         { event: 'mcp.upstream_refreshed', client_id: grant.clientId, sub: grant.sub },
         'upstream token refreshed for an MCP request',
       )
+      // The upstream now says something else than this token's claims (scopes, permissions,
+      // organization): the refresh revoked it, and the client's refresh gets the new ones.
+      if (claimsChanged) {
+        throw invalidToken('the account changed at the identity provider; refresh the token')
+      }
       return { at: tokens.accessToken, exp: tokens.expiresAt, obtainedAt: deps.clock.now() }
     }).catch((error: unknown) => {
       if (error instanceof OAuthError && error.code === 'invalid_grant') {
-        throw invalidToken('the identity provider ended this session; sign in again', error)
+        throw invalidToken(
+          error.description ?? 'the identity provider ended this session; sign in again',
+          error,
+        )
       }
       throw error
     })

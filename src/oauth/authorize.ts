@@ -6,6 +6,7 @@ import { OAuthError } from '../errors.js'
 import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
 import { storeKey } from '../store/keys.js'
 import { createGrant, issueCode } from '../tokens/grants.js'
+import { type Admission, admitUser } from '../tokens/policy.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { completeAccountSignIn } from './account.js'
 import type { Client } from './client.js'
@@ -18,7 +19,6 @@ import {
   rememberedConsents,
 } from './cookies.js'
 import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
-import { checkUserPolicy } from './policy.js'
 import {
   describeRedirect,
   isLoopbackRedirect,
@@ -120,7 +120,8 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     try {
       const url = await deps.upstream.authorizationUrl(
         { state, nonce: transaction.nonce, codeVerifier: transaction.codeVerifier },
-        request.scopes,
+        // ALLOWED_EMAIL_DOMAINS needs the email whatever scopes the client asked for.
+        config.allowedEmailDomains.length ? [...request.scopes, 'email'] : request.scopes,
       )
       await store.put(transactionKey(state), transaction, config.transactionTtlSeconds)
       return c.redirect(url.href, status)
@@ -364,11 +365,19 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     // whatever address this request reached us on.
     const callbackUrl = new URL(`/callback?${query}`, config.publicUrl)
     let result: Awaited<ReturnType<typeof deps.upstream.exchangeCode>>
+    let admission: Admission
     try {
       result = await deps.upstream.exchangeCode(callbackUrl, {
         state,
         nonce: transaction.nonce,
         codeVerifier: transaction.codeVerifier,
+      })
+      // Decided here, where the identity is known, so the code exchange asks nothing upstream.
+      admission = await admitUser(deps, {
+        identity: result.identity,
+        upstreamAccessToken: result.tokens.accessToken,
+        clientId: transaction.clientId,
+        requested: transaction.scopes.filter((scope) => scope !== 'offline_access'),
       })
     } catch (error) {
       if (!(error instanceof UpstreamError)) throw error
@@ -387,27 +396,21 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
           : new OAuthError('server_error', 'the identity provider did not confirm the sign-in'),
       )
     }
-    const refusal = await checkUserPolicy(
-      config,
-      result.identity,
-      transaction.clientId,
-      deps.authorizeUser,
-    )
-    if (refusal) {
+    if (admission.refusal !== undefined) {
       audit(c, 'policy.refused', {
         client_id: transaction.clientId,
         flow_id: transaction.flowId,
         sub: result.identity.sub,
         org: result.identity.orgCode ?? result.identity.orgId,
         actor: 'user',
-        reason: refusal,
+        reason: admission.refusal,
       })
-      return errorToClient(c, transaction, new OAuthError('access_denied', refusal))
+      return errorToClient(c, transaction, new OAuthError('access_denied', admission.refusal))
     }
     const grant = await createGrant(deps, {
       clientId: transaction.clientId,
-      identity: result.identity,
-      scopes: transaction.scopes.filter((scope) => scope !== 'offline_access'),
+      identity: admission.identity,
+      scopes: admission.scopes,
       upstream: result.tokens,
       flowId: transaction.flowId,
       redirectUri: transaction.redirectUri,

@@ -23,12 +23,12 @@ import {
   upstreamTokens,
   withGrantLock,
 } from '../tokens/grants.js'
+import { checkUserPolicy, grantScopes } from '../tokens/policy.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import type { Client } from './client.js'
 import { authenticateClient, basicCredentials } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
-import { checkUserPolicy } from './policy.js'
 
 type RouteDeps = Deps
 type Form = Record<string, string>
@@ -247,8 +247,10 @@ async function refreshTokens(
         )
       case 'current': {
         // Checked before anything rotates, so a bad scope costs the client nothing.
-        const scopes = narrow(found.grant, form.scope)
+        const requested = narrow(found.grant, form.scope)
         const refreshed = await refreshGrantUpstream(deps, found.grant)
+        // The upstream may back fewer scopes now than at sign-in.
+        const scopes = requested.filter((scope) => refreshed.grant.scopes.includes(scope))
         const rotated = await rotateRefreshToken(deps, refreshed.grant, found.hash)
         return issueTokens(deps, rotated.grant, 'refresh_token', rotated, scopes)
       }
@@ -352,7 +354,14 @@ async function clientCredentials(
     })
     throw new OAuthError('unauthorized_client', refusal)
   }
-  const scopes = identity.scopes ?? tokens.scope?.split(' ').filter(Boolean) ?? []
+  // The same rule as for users, over what the M2M token carries.
+  const requested = (form.scope?.split(' ') ?? deps.config.scopes).filter((scope) =>
+    deps.config.scopes.includes(scope),
+  )
+  const scopes = grantScopes(deps.config, requested, {
+    permissions: identity.permissions,
+    scopes: identity.scopes ?? tokens.scope?.split(' ').filter(Boolean),
+  })
   const actor: Actor = 'agent'
   const access = await mintAccessToken(deps, {
     sub: identity.sub,
