@@ -3,6 +3,7 @@
  * `node dist/cli/main.js`), never imported by the library.
  *
  *   mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+ *   mcp-oauth-proxy check-config
  *   mcp-oauth-proxy revoke --sub <sub> [--client <client_id>]
  *
  * Exit codes: 0 every check passed (revoke: done), 1 a check failed (revoke: the configuration
@@ -11,21 +12,23 @@
 import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { formatReport, resourceOf, runDoctor } from './doctor.js'
-import { parseRevokeArgs, runRevoke } from './revoke.js'
 
 const USAGE = `Usage: mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+       mcp-oauth-proxy check-config
+       mcp-oauth-proxy revoke --sub <sub> [--client <client_id>]
 
-Checks a live deployment from outside, as an MCP client meets it, e.g.
+doctor checks a live deployment from outside, as an MCP client meets it, e.g.
   npx mcp-oauth-proxy doctor https://mcp.example.com/mcp
 
   --no-register        skip the dynamic client registration check (it registers a client)
   --timeout <seconds>  per request, default 10
 
-Usage: mcp-oauth-proxy revoke --sub <sub> [--client <client_id>]
+check-config reads the configuration as the server does (.env, then the environment) and
+lists every problem, exit 1; npm start runs it before building.
 
-Ends a user's grants (refresh tokens and live access tokens), or only those of one client,
-in the store the server uses: run it with the server's environment (.env is read), REDIS_URL
-included. Prints how many grants ended.
+revoke ends a user's grants (refresh tokens and live access tokens), or only those of one
+client, in the store the server uses: run it with the server's environment (.env, then the
+environment; REDIS_URL included). Prints how many grants ended.
 `
 
 async function main(argv: string[]): Promise<number> {
@@ -36,6 +39,15 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
   if (command === 'revoke') return revoke(rest)
+  if (command === 'check-config' && rest.length === 0) {
+    // Imported here: the doctor itself knows only the wire, never the proxy's modules.
+    const { loadProcessConfig } = await import('../config.js')
+    const config = loadProcessConfig()
+    process.stdout.write(
+      `configuration ok: ${config.issuer}, upstream ${config.upstream.kind} at ${config.upstream.issuer.href}, ${config.redisUrl ? 'Redis' : 'memory'} store\n`,
+    )
+    return 0
+  }
   if (command !== 'doctor') return usage(`unknown command: ${command}`)
 
   let parsed: ReturnType<typeof parseDoctorArgs>
@@ -43,6 +55,10 @@ async function main(argv: string[]): Promise<number> {
     parsed = parseDoctorArgs(rest)
   } catch (error) {
     return usage((error as Error).message)
+  }
+  if (parsed.help) {
+    process.stdout.write(USAGE)
+    return 0
   }
   const { url, register, timeoutSeconds } = parsed
 
@@ -55,10 +71,18 @@ async function main(argv: string[]): Promise<number> {
   process.stdout.write('\n')
   const results = await runDoctor(url, { register, timeoutSeconds })
   process.stdout.write(formatReport(results))
-  return results.some((result) => result.status === 'fail') ? 1 : 0
+  const failed = results.some((result) => result.status === 'fail')
+  const target = new URL(url)
+  if (failed && target.pathname === '/') {
+    // The MCP endpoint hangs under a path; an origin alone is the usual slip.
+    process.stdout.write(`\n${url} has no path: did you mean ${target.origin}/mcp?\n`)
+  }
+  return failed ? 1 : 0
 }
 
 async function revoke(args: string[]): Promise<number> {
+  // Imported here, as for check-config: the doctor alone loads none of the proxy's modules.
+  const { parseRevokeArgs, runRevoke } = await import('./revoke.js')
   let parsed: ReturnType<typeof parseRevokeArgs>
   try {
     parsed = parseRevokeArgs(args)
@@ -80,11 +104,13 @@ function parseDoctorArgs(args: string[]) {
     args,
     allowPositionals: true,
     options: {
+      help: { type: 'boolean', short: 'h', default: false },
       'no-register': { type: 'boolean', default: false },
       timeout: { type: 'string', default: '10' },
     },
   })
-  const [url, ...extra] = positionals
+  const [url = '', ...extra] = positionals
+  if (values.help) return { help: true, url, register: false, timeoutSeconds: 0 }
   if (!url) throw new Error('doctor needs the MCP endpoint URL, e.g. https://mcp.example.com/mcp')
   if (extra.length) throw new Error(`unexpected arguments: ${extra.join(' ')}`)
   try {
@@ -94,7 +120,7 @@ function parseDoctorArgs(args: string[]) {
   }
   const timeoutSeconds = Number(values.timeout)
   if (!(timeoutSeconds > 0)) throw new Error(`--timeout must be a positive number of seconds`)
-  return { url, register: !values['no-register'], timeoutSeconds }
+  return { help: false, url, register: !values['no-register'], timeoutSeconds }
 }
 
 function usage(problem: string): number {

@@ -48,6 +48,10 @@ const STYLE = `
   button { font:inherit; padding:9px 18px; border-radius:8px; border:1px solid var(--line); background:transparent; color:var(--fg); cursor:pointer; }
   button.primary { background:var(--accent); border-color:var(--accent); color:#fff; }
   code { font-size:13px; }
+  a { color:var(--accent); }
+  main.wide { width:min(880px, calc(100vw - 32px)); }
+  pre { background:var(--bg); border:1px solid var(--line); border-radius:8px; padding:12px; margin:0 0 18px;
+    font-size:13px; white-space:pre-wrap; overflow-wrap:anywhere; }
   .grants { list-style:none; padding:0; margin:0 0 20px; display:grid; gap:12px; }
   .grant { border:1px solid var(--line); border-radius:10px; padding:14px 16px; }
   .grant h2 { font-size:16px; margin:0 0 8px; overflow-wrap:anywhere; }
@@ -57,7 +61,15 @@ const STYLE = `
   button.danger { border-color:#c2410c; color:#c2410c; }
 `
 
-function layout(title: string, body: string): string {
+/**
+ * A page in the proxy's look (a card on a quiet background, light and dark, readable on a
+ * phone). `body` is HTML the caller has escaped; `wide` makes room for command lines.
+ */
+export function renderPage(title: string, body: string, options: { wide?: boolean } = {}): string {
+  return layout(title, body, options.wide ? ' class="wide"' : '')
+}
+
+function layout(title: string, body: string, mainAttributes = ''): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -67,7 +79,7 @@ function layout(title: string, body: string): string {
 <title>${escapeHtml(title)}</title>
 <style>${STYLE}</style>
 </head>
-<body><main>
+<body><main${mainAttributes}>
 ${body}
 </main></body>
 </html>`
