@@ -90,7 +90,9 @@ describe('mcp-oauth-proxy revoke against Redis', () => {
     const noRedis = await revoke(memory, '--sub', ALICE.sub)
     expect(noRedis.code).toBe(1)
     expect(noRedis.stdout).toBe('')
-    expect(noRedis.stderr).toMatch(/^mcp-oauth-proxy: revoke needs REDIS_URL: .+\n$/)
+    expect(noRedis.stderr).toMatch(
+      /^mcp-oauth-proxy: revoke needs the Redis store \(REDIS_URL, .+\n$/,
+    )
 
     const port = await freePort()
     const down = await revoke(

@@ -3,7 +3,7 @@ import { pino } from 'pino'
 import { createAuditTrail } from '../audit.js'
 import { systemClock } from '../clock.js'
 import { type Config, ConfigError, loadConfig } from '../config.js'
-import { createRedisStore } from '../store/redis.js'
+import { createRedisStore, type RedisStoreOptions } from '../store/redis.js'
 import type { Store } from '../store/store.js'
 import { endUserGrants } from '../tokens/end-grants.js'
 
@@ -46,21 +46,18 @@ export async function runRevoke(
     for (const problem of error.problems) err(`config error: ${problem}`)
     return 1
   }
-  if (!config.redisUrl) {
+  if (!config.redis) {
     err(
-      'mcp-oauth-proxy: revoke needs REDIS_URL: without it the grants live in the memory of the running server, out of reach of this command',
+      'mcp-oauth-proxy: revoke needs the Redis store (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): without it the grants live in the memory of the running server, out of reach of this command',
     )
     return 1
   }
+  const where = describeRedis(config.redis)
   let store: Store
   try {
-    store = await createRedisStore({
-      url: config.redisUrl,
-      keyPrefix: config.redisKeyPrefix,
-      commandTimeoutMs: config.redisTimeoutMs,
-    })
+    store = await createRedisStore(config.redis)
   } catch {
-    err(`mcp-oauth-proxy: cannot reach Redis at ${redactedUrl(config.redisUrl)}`)
+    err(`mcp-oauth-proxy: cannot reach Redis at ${where}`)
     return 1
   }
   // Audit lines go where the server's go (AUDIT_LOG), else to stderr: stdout is for the answer.
@@ -75,22 +72,24 @@ export async function runRevoke(
     out(`ended ${what} of ${args.sub}${args.clientId ? ` for client ${args.clientId}` : ''}`)
     return 0
   } catch {
-    err(
-      `mcp-oauth-proxy: Redis at ${redactedUrl(config.redisUrl)} did not answer; nothing may have ended`,
-    )
+    err(`mcp-oauth-proxy: Redis at ${where} did not answer; some grants may not have ended`)
     return 1
   } finally {
     await store.close()
   }
 }
 
-/** The URL without its password, for a message. */
-function redactedUrl(url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password) parsed.password = '***'
-    return parsed.href
-  } catch {
-    return 'REDIS_URL'
+/** Where the store is, for a message: the URL without its password, or the seed nodes. */
+function describeRedis(options: RedisStoreOptions): string {
+  if (options.url) {
+    try {
+      const parsed = new URL(options.url)
+      if (parsed.password) parsed.password = '***'
+      return parsed.href
+    } catch {
+      return 'REDIS_URL'
+    }
   }
+  const nodes = options.clusterNodes ?? options.sentinels ?? []
+  return nodes.map(({ host, port }) => `${host}:${port}`).join(',')
 }
