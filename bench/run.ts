@@ -9,8 +9,8 @@
  *   npm run bench -- --quick     1 round × 2 s, 1,000 sessions, no profiles, no RESULTS.md
  *
  * Options: --duration S, --rounds N, --connections C, --sessions N (0 skips the memory run),
- * --no-profile, --only session,stateless,token,register,token-cluster,token-sentinel (bare Hono
- * always runs), --out FILE.
+ * --no-profile, --only session,stateless,modern,token,register,token-cluster,token-sentinel
+ * (bare Hono always runs), --out FILE.
  */
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -159,6 +159,26 @@ async function listTools({ server, token }: SignedIn, sessionId: string): Promis
 const TOOLS_LIST = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })
 const listsTools = (body: string) => body.includes('"whoami"')
 
+// The same request in the 2026-07-28 era: `_meta` on the request, its headers mirrored.
+const MODERN_VERSION = '2026-07-28'
+const MODERN_TOOLS_LIST = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'tools/list',
+  params: {
+    _meta: {
+      'io.modelcontextprotocol/protocolVersion': MODERN_VERSION,
+      'io.modelcontextprotocol/clientInfo': { name: 'bench', version: '1.0.0' },
+      'io.modelcontextprotocol/clientCapabilities': {},
+    },
+  },
+})
+const modernHeaders = (token: string) => ({
+  ...mcpHeaders(token),
+  'mcp-protocol-version': MODERN_VERSION,
+  'mcp-method': 'tools/list',
+})
+
 /** Authenticated `tools/list` POSTs, connection `i` using `headersFor(i)`. */
 function toolsListLoad(
   url: string,
@@ -178,6 +198,7 @@ const TARGET_KEYS = [
   'bare',
   'session',
   'stateless',
+  'modern',
   'token',
   'register',
   'token-cluster',
@@ -333,6 +354,22 @@ async function createTargets(
       run: (duration) =>
         runLoad(stateless.server, {
           ...toolsListLoad(stateless.server.url, connections, statelessHeaders),
+          duration,
+          expect: listsTools,
+        }),
+    },
+    {
+      key: 'modern',
+      label: '`tools/list`, 2026-07-28',
+      server: session.server,
+      goal: { ratio: 0.4 },
+      run: (duration) =>
+        runLoad(session.server, {
+          url: `${session.server.url}/mcp`,
+          connections,
+          requests: [
+            { method: 'POST', body: MODERN_TOOLS_LIST, headers: modernHeaders(session.token) },
+          ],
           duration,
           expect: listsTools,
         }),
@@ -522,6 +559,8 @@ function settings(options: Options): string {
       'all with one real access token from the full flow (DCR, PKCE, consent, upstream login, ' +
       'code exchange); the verifier’s cache holds it, as for a client reusing its token.',
     '- **stateless**: `MCP_SESSIONS=stateless`, each POST a self-contained `tools/list`.',
+    '- **2026-07-28**: the session proxy answering the modern era’s `tools/list` (per-request ' +
+      '`_meta`, `MCP-Protocol-Version: 2026-07-28`, `Mcp-Method`), which needs no session.',
     '- **/token**: authorization-code exchanges by a public client with PKCE, each code used ' +
       'once; codes and grants are minted in the server process before each run (the upstream ' +
       'login is not what is measured), refresh tokens issued. Store: a private Redis; then the ' +
@@ -651,7 +690,7 @@ async function main(): Promise<void> {
 
     const profiles = options.profile
       ? await profileTargets(
-          targets.filter((t) => ['session', 'stateless', 'token'].includes(t.key)),
+          targets.filter((t) => ['session', 'stateless', 'modern', 'token'].includes(t.key)),
           options,
         )
       : []

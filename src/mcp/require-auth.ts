@@ -1,14 +1,10 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Logger } from 'pino'
 import { requestIdOf } from '../audit.js'
-import { type Config, ConfigError } from '../config.js'
+import { ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
-import type { VerifiedAccessToken } from '../tokens/access-token.js'
-import { describeNeededScopes } from '../tokens/policy.js'
-import type { AccessTokenVerifier } from '../tokens/verifier.js'
-import { bearerRefusals, bearerToken, callerOf } from './auth.js'
+import { type BearerGateDeps, createBearerGate } from './gate.js'
 import type { Caller } from './tools.js'
-import type { UpstreamTokenSource } from './upstream-token.js'
 
 /**
  * Who is calling a route behind `requireAuth`: the same `Caller` MCP tools receive, plus the
@@ -30,23 +26,19 @@ export interface RequireAuthOptions {
   readonly scopes?: readonly string[]
 }
 
-/** What the gate shares with the MCP endpoint's: the configuration, the verifier, the upstream tokens. */
-export interface RequireAuthDeps {
-  readonly config: Pick<Config, 'issuer' | 'scopes' | 'openScopes' | 'scopePermissions'>
-  readonly verifier: AccessTokenVerifier
-  readonly upstreamTokens: UpstreamTokenSource
+/** What the middleware needs: the services `/mcp`'s bearer gate is built from, a logger. */
+export interface RequireAuthDeps extends BearerGateDeps {
   readonly logger: Logger
 }
 
 /**
- * A bearer gate for an embedding application's own routes, accepting the proxy's access
- * tokens for the MCP resource (audience `PUBLIC_URL/mcp`) exactly as `/mcp` does: the same
- * verifier (signature, claims, revocation), the same challenges naming the protected-resource
- * metadata (RFC 6750 §3, RFC 9728 §5.1) — 401 without a valid token, 403
- * `insufficient_scope` naming `scopes` when the token lacks one — and 503 when the store does
- * not answer. The caller's upstream token is resolved (refreshed when expired) before the
- * route runs. Refusals are answered here, whatever the host app's error handler; a CORS
- * preflight never carries a token, so put `cors()` in front.
+ * A bearer gate for an embedding application's own routes: an adapter over the gate `/mcp`
+ * uses, so the same tokens pass with the same verification (signature, claims, revocation)
+ * and are refused with the same bytes (RFC 6750 §3, RFC 9728 §5.1) — 401 without a valid
+ * token, 403 `insufficient_scope` naming `scopes` when the token lacks one — and 503 when the
+ * store does not answer. The caller's upstream token is resolved (refreshed when expired)
+ * before the route runs. Refusals are answered here, whatever the host app's error handler; a
+ * CORS preflight never carries a token, so put `cors()` in front.
  */
 export function requireBearer(
   deps: RequireAuthDeps,
@@ -60,47 +52,21 @@ export function requireBearer(
       `SCOPES: requireAuth needs ${unoffered.join(', ')}, which SCOPES does not list`,
     ])
   }
-  const { refuse, challenged } = bearerRefusals(deps.config)
-
-  const authenticate = async (
-    authorization: string | undefined,
-    requestId: string | undefined,
-  ): Promise<RequestAuth> => {
-    const token = bearerToken(authorization)
-    // No error code in the header when no token was sent (RFC 6750 §3.1).
-    if (!token) throw refuse(401, undefined, 'an access token is required')
-    let verified: VerifiedAccessToken
-    let upstreamAccessToken: string
-    try {
-      verified = await deps.verifier.verify(token)
-    } catch (error) {
-      throw challenged(error)
-    }
-    if (required.some((scope) => !verified.scopes.includes(scope))) {
-      throw refuse(
-        403,
-        'insufficient_scope',
-        describeNeededScopes(deps.config, required, 'request'),
-        required,
-      )
-    }
-    try {
-      upstreamAccessToken = await deps.upstreamTokens.accessToken(verified, requestId)
-    } catch (error) {
-      throw challenged(error)
-    }
-    return {
-      ...callerOf(verified, upstreamAccessToken),
-      clientId: verified.clientId,
-      scopes: verified.scopes,
-      expiresAt: verified.expiresAt,
-    }
-  }
+  const gate = createBearerGate(deps)
 
   return async function requireAuth(c, next) {
     let auth: RequestAuth
     try {
-      auth = await authenticate(c.req.header('authorization'), requestIdOf(c))
+      const { caller, verified } = await gate.authenticate(c.req.header('authorization'), {
+        scopes: required,
+        requestId: requestIdOf(c),
+      })
+      auth = {
+        ...caller,
+        clientId: verified.clientId,
+        scopes: verified.scopes,
+        expiresAt: verified.expiresAt,
+      }
     } catch (error) {
       const response = refusalResponse(error, deps.logger, c.req.path)
       if (!response) throw error
