@@ -10,6 +10,7 @@ import { createGrant, issueCode } from '../tokens/grants.js'
 import { type Admission, admitUser } from '../tokens/policy.js'
 import { seal, unseal } from '../tokens/seal.js'
 import { UpstreamError } from '../upstream/upstream.js'
+import { completeAccountSignIn } from './account.js'
 import { checkAuthorizationRequest, requestedClientId } from './authorization-request.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
@@ -26,7 +27,8 @@ import {
   renderErrorPage,
   renderTooManyRequestsPage,
 } from './pages.js'
-import { isLoopbackRedirect, isPrivateUseScheme } from './redirect-uri.js'
+import { describeRedirect, isLoopbackRedirect, isPrivateUseScheme } from './redirect-uri.js'
+import { type AccountTransaction, isAccountTransaction, transactionKey } from './transaction.js'
 
 /** A validated authorization request (after both phases), waiting for consent or the upstream. */
 interface AuthorizationRequest {
@@ -62,7 +64,6 @@ interface UpstreamTransaction extends AuthorizationRequest {
 }
 
 const answeredKey = (csrfToken: string) => storeKey.consentAnswered(sha256(csrfToken))
-const transactionKey = (state: string) => storeKey.transaction(sha256(state))
 // The sealed request (with a state of up to 2 KiB) rides in the form.
 const MAX_CONSENT_BYTES = 16 * 1024
 
@@ -317,9 +318,14 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     const query = new URL(c.req.url).searchParams
     const state = query.get('state')
     if (!state) return errorPage(c, 'invalid_request', 'the identity provider returned no state')
-    const transaction = await store.take<UpstreamTransaction>(transactionKey(state))
+    const transaction = await store.take<UpstreamTransaction | AccountTransaction>(
+      transactionKey(state),
+    )
     if (!transaction)
       return errorPage(c, 'invalid_request', 'this sign-in expired or was already completed')
+    // The same fixed callback serves the account page's own sign-in, which grants nothing.
+    if (isAccountTransaction(transaction))
+      return completeAccountSignIn(deps, c, transaction, { state, query })
     const browser = browserId(c, config)
     if (!browser || sha256(browser) !== transaction.browser) {
       audit(c, 'authorization.refused', {
@@ -393,6 +399,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       scopes: admission.scopes,
       upstream: result.tokens,
       flowId: transaction.flowId,
+      redirectUri: transaction.redirectUri,
     })
     // A completed sign-in is use: an unused registration now lives its full idle TTL.
     const client = await clients.find(transaction.clientId).catch(() => undefined)
@@ -448,15 +455,6 @@ const FORWARDED_UPSTREAM_ERRORS = new Set([
   'consent_required',
   'interaction_required',
 ])
-
-/** How the consent page names where the browser goes next. */
-function describeRedirect(redirectUri: string): string {
-  const url = new URL(redirectUri)
-  if (isLoopbackRedirect(url)) return `an application on this computer (${url.host})`
-  if (isPrivateUseScheme(url))
-    return `the ${url.protocol.slice(0, -1)} application on this computer`
-  return url.host
-}
 
 /** The CSP source that lets the consent form's redirect reach the client. */
 function formTarget(redirectUri: string): string {
