@@ -8,6 +8,7 @@ import { endGrant, listUserGrants } from '../tokens/end-grants.js'
 import { findGrant, type Grant } from '../tokens/grants.js'
 import { accountSessionKey } from '../tokens/user-grants.js'
 import { UpstreamError } from '../upstream/upstream.js'
+import { signInRateLimit } from './authorize.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
 import {
@@ -109,7 +110,7 @@ export function accountRoutes(deps: RouteDeps, clients: Clients) {
   })
   app.all('/account', methodNotAllowed(['GET']))
 
-  app.get('/account/sign-in', async (c) => {
+  app.get('/account/sign-in', signInRateLimit(deps), async (c) => {
     const transaction: AccountTransaction = {
       kind: 'account',
       nonce: randomToken(),

@@ -70,6 +70,37 @@ const MAX_CONSENT_BYTES = 16 * 1024
 type RouteDeps = Deps
 
 /**
+ * Per client IP, before anything else: each sign-in (`/authorize`, `/account/sign-in`) may fetch
+ * a client metadata document and writes a transaction. Over `AUTHORIZE_RATE_LIMIT` a person gets
+ * a page saying when to come back.
+ */
+export function signInRateLimit(deps: Deps): MiddlewareHandler {
+  return async function authorizeRateLimit(c, next) {
+    try {
+      await consumeRate(
+        deps,
+        'authorize',
+        sha256(clientIp(c, deps.config.trustProxy)),
+        deps.config.authorizeRateLimit,
+      )
+    } catch (error) {
+      if (!(error instanceof OAuthError) || error.status !== 429) throw error
+      const retryAfter = error.headers['retry-after'] ?? '60'
+      deps.audit(
+        'authorization.refused',
+        { error: error.code, reason: 'AUTHORIZE_RATE_LIMIT' },
+        requestIdOf(c),
+      )
+      return c.html(renderTooManyRequestsPage(Number(retryAfter)), 429, {
+        ...pageHeaders(),
+        'retry-after': retryAfter,
+      })
+    }
+    return next()
+  }
+}
+
+/**
  * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the
  * upstream login in the middle (OAuth 2.1 §4.1, RFC 7636, RFC 8707, RFC 9207).
  */
@@ -79,29 +110,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     deps.audit(event, fields, requestIdOf(c))
   const app = new Hono()
 
-  /**
-   * Per client IP, before anything else: each `/authorize` may fetch a client metadata document
-   * and sets up a sign-in. Over the limit a person gets a page saying when to come back.
-   */
-  const limitPerAddress: MiddlewareHandler = async function authorizeRateLimit(c, next) {
-    try {
-      await consumeRate(
-        deps,
-        'authorize',
-        sha256(clientIp(c, config.trustProxy)),
-        config.authorizeRateLimit,
-      )
-    } catch (error) {
-      if (!(error instanceof OAuthError) || error.status !== 429) throw error
-      const retryAfter = error.headers['retry-after'] ?? '60'
-      audit(c, 'authorization.refused', { error: error.code, reason: 'AUTHORIZE_RATE_LIMIT' })
-      return c.html(renderTooManyRequestsPage(Number(retryAfter)), 429, {
-        ...pageHeaders(),
-        'retry-after': retryAfter,
-      })
-    }
-    return next()
-  }
+  const limitPerAddress = signInRateLimit(deps)
 
   /** A page, not a redirect: used until the client and redirect URI are trusted. */
   const errorPage = (c: Context, error: string, description: string, status: 400 | 403 = 400) => {
