@@ -8,7 +8,7 @@ import { endGrant, listUserGrants } from '../tokens/end-grants.js'
 import { findGrant, type Grant } from '../tokens/grants.js'
 import { accountSessionKey } from '../tokens/user-grants.js'
 import { UpstreamError } from '../upstream/upstream.js'
-import { signInRateLimit } from './authorize.js'
+import { signInRateLimit, UPSTREAM_NAMES } from './authorization-flow.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
 import {
@@ -33,7 +33,6 @@ import { type AccountTransaction, transactionKey } from './transaction.js'
 export const ACCOUNT_SESSION_SECONDS = KEY_TTL_SECONDS.accountSession
 const MAX_FORM_BYTES = 2048
 const ACCOUNT_SCOPES = ['openid', 'profile', 'email']
-const UPSTREAM_NAMES = { kinde: 'Kinde', auth0: 'Auth0', oidc: 'your identity provider' } as const
 
 /** A signed-in account page, stored under the hash of its cookie's value. */
 interface AccountSession {
