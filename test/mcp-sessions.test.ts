@@ -45,6 +45,47 @@ describe('the MCP session registry', () => {
     expect(sessions.size).toBe(1)
   })
 
+  it('closes an idle session when another is used, without it being asked for', () => {
+    const clock = createTestClock()
+    const sessions = createSessionRegistry(clock, { idleSeconds: 60 })
+    const idle = session()
+    const busy = session()
+    sessions.add('idle', idle)
+    sessions.add('busy', busy)
+    for (let step = 0; step < 4; step++) {
+      clock.advance(20)
+      expect(sessions.find('busy', ALICE)).toBe(busy)
+    }
+    expect(idle.closed).toBe(true)
+    expect(busy.closed).toBe(false)
+    expect(sessions.size).toBe(1)
+  })
+
+  it('is not kept alive by another user’s lookups of its id', () => {
+    const clock = createTestClock()
+    const sessions = createSessionRegistry(clock, { idleSeconds: 60 })
+    const mine = session()
+    sessions.add('s1', mine)
+    for (let step = 0; step < 4; step++) {
+      clock.advance(20)
+      expect(sessions.find('s1', { sub: 'user-bob', clientId: 'client-1' })).toBeUndefined()
+    }
+    expect(sessions.find('s1', ALICE)).toBeUndefined()
+    expect(mine.closed).toBe(true)
+  })
+
+  it('closes every session at shutdown, idle or not', () => {
+    const clock = createTestClock()
+    const sessions = createSessionRegistry(clock, { idleSeconds: 60 })
+    const [idle, open] = [session(), session()]
+    sessions.add('idle', idle)
+    clock.advance(90)
+    sessions.add('open', open)
+    sessions.closeAll()
+    expect([idle.closed, open.closed]).toEqual([true, true])
+    expect(sessions.size).toBe(0)
+  })
+
   it('closes the least recently used session beyond the bound', () => {
     const clock = createTestClock()
     const sessions = createSessionRegistry(clock, { maxSessions: 2 })

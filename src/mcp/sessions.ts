@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 
 /** Who may use a session: the user and the client whose token initialized it. */
@@ -43,95 +44,93 @@ export interface SessionRegistryOptions {
   idleSeconds?: number
 }
 
+// Stale sessions are always the least recently used ones, but lru-cache's purgeStale() looks at
+// every entry: run it at most once a second of the clock rather than on every request.
+const SWEEP_EVERY_SECONDS = 1
+
 /**
- * Bounded, idle-expiring session storage. The `Map`'s insertion order is kept as recency order
- * (a used session is re-inserted at the end), so both the bound and the idle sweep only ever
- * look at the front: no timers, and the sweep costs O(expired) on each call.
+ * Bounded, idle-expiring session storage on lru-cache, read on the injected clock (no timers:
+ * `ttlResolution: 0`, no `ttlAutopurge`). A session leaves by eviction (the bound) or idle expiry,
+ * both of which close it, or by `remove` (its transport closed), which does not. The per-user
+ * bound is counted here: lru-cache has one bound for the whole cache.
  */
 export function createSessionRegistry<S extends SessionLike>(
   clock: Clock,
   options: SessionRegistryOptions = {},
 ): SessionRegistry<S> {
-  const maxSessions = options.maxSessions ?? 10_000
   const maxPerUser = options.maxSessionsPerUser ?? 100
-  const idleSeconds = options.idleSeconds ?? 30 * 60
-  const sessions = new Map<string, { session: S; usedAt: number }>()
   const perUser = new Map<string, number>()
+  // Closing runs the transport's cleanups; nothing waits on it and nothing can be done if it fails.
+  const close = (session: S) => void session.close().catch(() => {})
 
-  const forget = (id: string, session: S) => {
-    sessions.delete(id)
-    const { sub } = session.owner
-    const count = (perUser.get(sub) ?? 1) - 1
-    if (count > 0) perUser.set(sub, count)
-    else perUser.delete(sub)
-  }
+  const sessions = new LRUCache<string, S>({
+    max: options.maxSessions ?? 10_000,
+    ttl: (options.idleSeconds ?? 30 * 60) * 1000,
+    updateAgeOnGet: true,
+    ttlResolution: 0,
+    perf: { now: () => clock.now() * 1000 },
+    dispose(session, _id, reason) {
+      const { sub } = session.owner
+      const count = (perUser.get(sub) ?? 1) - 1
+      if (count > 0) perUser.set(sub, count)
+      else perUser.delete(sub)
+      if (reason === 'evict' || reason === 'expire') close(session)
+    },
+  })
 
-  const end = (id: string) => {
-    const entry = sessions.get(id)
-    if (!entry) return
-    forget(id, entry.session)
-    // Closing runs the transport's cleanups; nothing waits on it and nothing can be done if it fails.
-    entry.session.close().catch(() => {})
-  }
-
-  // Re-inserted, so the map's order stays the order of last use.
-  const markUsed = (id: string, session: S, now: number) => {
-    sessions.delete(id)
-    sessions.set(id, { session, usedAt: now })
-  }
-
-  const sweep = (now: number) => {
-    for (const [id, entry] of sessions) {
-      if (now - entry.usedAt < idleSeconds) break
-      end(id)
-    }
+  let sweptAt = Number.NEGATIVE_INFINITY
+  const sweep = () => {
+    const now = clock.now()
+    if (now - sweptAt < SWEEP_EVERY_SECONDS) return
+    sweptAt = now
+    sessions.purgeStale()
   }
 
   return {
     add(id, session) {
-      const now = clock.now()
-      sweep(now)
+      sweep()
       const { sub } = session.owner
       if ((perUser.get(sub) ?? 0) >= maxPerUser) {
-        // Only when a user is at their bound: the front of the map is the least recently used.
-        for (const [oldest, entry] of sessions) {
-          if (entry.session.owner.sub !== sub) continue
-          end(oldest)
-          break
+        // Only when a user is at their bound, so a full look is affordable: idle ones go first,
+        // then, if still at the bound, the user's least recently used session.
+        sessions.purgeStale()
+        if ((perUser.get(sub) ?? 0) >= maxPerUser) {
+          for (const oldest of sessions.rkeys()) {
+            const entry = sessions.peek(oldest)
+            if (entry?.owner.sub !== sub) continue
+            sessions.delete(oldest)
+            close(entry)
+            break
+          }
         }
       }
-      sessions.set(id, { session, usedAt: now })
       perUser.set(sub, (perUser.get(sub) ?? 0) + 1)
-      while (sessions.size > maxSessions) {
-        const oldest = sessions.keys().next().value
-        if (oldest === undefined) break
-        end(oldest)
-      }
+      sessions.set(id, session)
     },
 
     find(id, owner) {
-      const now = clock.now()
-      sweep(now)
-      const entry = sessions.get(id)
-      if (!entry) return undefined
-      const { sub, clientId } = entry.session.owner
+      sweep()
+      // Looked at before it is marked used: another owner's attempt must not keep it alive.
+      const session = sessions.peek(id, { allowStale: true })
+      if (!session) return undefined
+      const { sub, clientId } = session.owner
       if (sub !== owner.sub || clientId !== owner.clientId) return undefined
-      markUsed(id, entry.session, now)
-      return entry.session
+      return sessions.get(id)
     },
 
     remove(id) {
-      const entry = sessions.get(id)
-      if (entry) forget(id, entry.session)
+      sessions.delete(id)
     },
 
     touch(id) {
-      const entry = sessions.get(id)
-      if (entry) markUsed(id, entry.session, clock.now())
+      sessions.get(id)
     },
 
     closeAll() {
-      for (const id of [...sessions.keys()]) end(id)
+      sessions.purgeStale()
+      const open = [...sessions.values()]
+      sessions.clear()
+      for (const session of open) close(session)
     },
 
     get size() {
