@@ -83,6 +83,8 @@ export interface Config {
   readonly auditLog: string | undefined
   /** Bearer token that `/metrics` requires; undefined leaves it open (firewall it instead). */
   readonly metricsToken: string | undefined
+  /** Issue and accept DPoP-bound tokens only (RFC 9449): `/token` refuses requests without a proof. */
+  readonly dpopRequired: boolean
 }
 
 /** Start-up configuration is wrong; `problems` has one line per variable. */
@@ -294,6 +296,7 @@ const EnvSchema = z.object({
   AUDIT_LOG: nonEmpty.optional(),
   METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DPOP_REQUIRED: bool(false),
 })
 
 type Env = z.output<typeof EnvSchema>
@@ -367,6 +370,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     logLevel: vars.LOG_LEVEL,
     auditLog: vars.AUDIT_LOG,
     metricsToken: vars.METRICS_TOKEN,
+    dpopRequired: vars.DPOP_REQUIRED,
   })
 }
 

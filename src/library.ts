@@ -121,6 +121,8 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
     verifier,
     upstreamTokens: createUpstreamTokenSource(deps),
     logger: deps.logger,
+    store: deps.store,
+    clock: deps.clock,
   }
   return {
     app,

@@ -108,6 +108,7 @@ describe('the bearer gate on /mcp', () => {
       'mcp-protocol-version',
       'mcp-session-id',
       'last-event-id',
+      'dpop',
     ])
   })
 

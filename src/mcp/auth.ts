@@ -5,6 +5,12 @@ import type { Config } from '../config.js'
 import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
 import { hasMediaType, readBody } from '../http.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
+import {
+  type DpopDeps,
+  type DpopVerdict,
+  presentedToken,
+  verifyDpopAtResource,
+} from '../tokens/dpop.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerChallenge } from './challenge.js'
 import type { Caller } from './tools.js'
@@ -31,6 +37,8 @@ export interface BearerGateOptions {
   readonly maxBodyBytes?: number
   /** Records refused tokens and calls (`mcp.denied`); a missing token is no event. */
   readonly audit?: Audit | undefined
+  /** The DPoP replay cache and clock (RFC 9449 §7); proofs are checked on every request. */
+  readonly dpop: DpopDeps
 }
 
 /** RFC 6750 §2.1 `b64token`, after the case-insensitive scheme name. */
@@ -48,16 +56,17 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
  * `AuthInfo.extra`, and leaves the parsed body for the transport, which then does not read it.
  */
 export function mcpBearerAuth(
-  config: Pick<Config, 'issuer' | 'resource' | 'scopes'>,
+  config: Pick<Config, 'issuer' | 'resource' | 'scopes' | 'dpopRequired'>,
   options: BearerGateOptions,
 ): MiddlewareHandler<McpEnv> {
   const resource = new URL(config.resource)
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
-  const { refuse, challenged } = bearerRefusals(config)
+  const { refuse, challenged, refuseDpop } = bearerRefusals(config)
 
   return async function mcpBearerAuth(c, next) {
-    const token = bearerToken(c.req.header('authorization'))
-    if (!token) {
+    const presented = presentedToken(c.req.header('authorization'))
+    const token = presented?.token
+    if (!presented || !token) {
       // Body code for people reading it; the header carries none, as RFC 6750 §3.1 asks.
       throw refuse(401, undefined, 'an access token is required')
     }
@@ -74,6 +83,20 @@ export function mcpBearerAuth(
         )
       }
       throw refusal
+    }
+    const dpop = await verifyDpopAtResource(
+      { ...options.dpop, config },
+      {
+        ...presented,
+        method: c.req.method,
+        url: `${config.issuer}${c.req.path}`,
+        proof: c.req.header('dpop'),
+      },
+      verified,
+    )
+    if (!dpop.ok) {
+      options.audit?.('mcp.denied', { error: dpop.error, reason: dpop.description }, requestIdOf(c))
+      throw refuseDpop(dpop)
     }
 
     let parsedBody: unknown
@@ -162,6 +185,15 @@ export function bearerRefusals(config: Pick<Config, 'issuer' | 'scopes'>) {
       },
     })
 
+  // RFC 9449 §7.1: the DPoP challenge says what is wrong, next to the Bearer one.
+  const refuseDpop = (verdict: Exclude<DpopVerdict, { ok: true }>) =>
+    new OAuthError(verdict.error, verdict.description, {
+      status: 401,
+      headers: {
+        'www-authenticate': `${bearerChallenge({ resourceMetadata, scopes: config.scopes })}, ${verdict.challenge}`,
+      },
+    })
+
   const challenged = (error: unknown): unknown => {
     if (error instanceof OAuthError && error.code === 'invalid_token') {
       return refuse(401, 'invalid_token', error.description ?? 'the access token is not valid')
@@ -170,7 +202,7 @@ export function bearerRefusals(config: Pick<Config, 'issuer' | 'scopes'>) {
     return error
   }
 
-  return { refuse, challenged }
+  return { refuse, challenged, refuseDpop }
 }
 
 /** The `Caller` tools (and `requireAuth` routes) see for a verified token. */

@@ -79,6 +79,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
     toolScopes: new Map(tools.map((tool) => [tool.name, tool.requiredScopes ?? []])),
     maxBodyBytes: options.maxBodyBytes,
     audit: deps.audit,
+    dpop: deps,
   })
   const handle = backend
     ? forwardHandler(deps, { target: backend, upstreamTokens })
@@ -98,6 +99,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
         'MCP-Protocol-Version',
         'Mcp-Session-Id',
         'Last-Event-ID',
+        'DPoP',
       ],
       exposeHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
       maxAge: 86_400,

@@ -4,8 +4,9 @@ import { requestIdOf } from '../audit.js'
 import { type Config, ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
+import { type DpopDeps, presentedToken, verifyDpopAtResource } from '../tokens/dpop.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
-import { bearerRefusals, bearerToken, callerOf } from './auth.js'
+import { bearerRefusals, callerOf } from './auth.js'
 import type { Caller } from './tools.js'
 import type { UpstreamTokenSource } from './upstream-token.js'
 
@@ -30,8 +31,8 @@ export interface RequireAuthOptions {
 }
 
 /** What the gate shares with the MCP endpoint's: the configuration, the verifier, the upstream tokens. */
-export interface RequireAuthDeps {
-  readonly config: Pick<Config, 'issuer' | 'scopes'>
+export interface RequireAuthDeps extends DpopDeps {
+  readonly config: Pick<Config, 'issuer' | 'scopes' | 'dpopRequired'>
   readonly verifier: AccessTokenVerifier
   readonly upstreamTokens: UpstreamTokenSource
   readonly logger: Logger
@@ -59,15 +60,16 @@ export function requireBearer(
       `SCOPES: requireAuth needs ${unoffered.join(', ')}, which SCOPES does not list`,
     ])
   }
-  const { refuse, challenged } = bearerRefusals(deps.config)
+  const { refuse, challenged, refuseDpop } = bearerRefusals(deps.config)
 
   const authenticate = async (
-    authorization: string | undefined,
+    request: { authorization?: string; dpop?: string; method: string; path: string },
     requestId: string | undefined,
   ): Promise<RequestAuth> => {
-    const token = bearerToken(authorization)
+    const presented = presentedToken(request.authorization)
+    const token = presented?.token
     // No error code in the header when no token was sent (RFC 6750 §3.1).
-    if (!token) throw refuse(401, undefined, 'an access token is required')
+    if (!presented || !token) throw refuse(401, undefined, 'an access token is required')
     let verified: VerifiedAccessToken
     let upstreamAccessToken: string
     try {
@@ -75,6 +77,17 @@ export function requireBearer(
     } catch (error) {
       throw challenged(error)
     }
+    const dpop = await verifyDpopAtResource(
+      deps,
+      {
+        ...presented,
+        method: request.method,
+        url: `${deps.config.issuer}${request.path}`,
+        proof: request.dpop,
+      },
+      verified,
+    )
+    if (!dpop.ok) throw refuseDpop(dpop)
     if (required.some((scope) => !verified.scopes.includes(scope))) {
       throw refuse(
         403,
@@ -99,7 +112,15 @@ export function requireBearer(
   return async function requireAuth(c, next) {
     let auth: RequestAuth
     try {
-      auth = await authenticate(c.req.header('authorization'), requestIdOf(c))
+      auth = await authenticate(
+        {
+          authorization: c.req.header('authorization'),
+          dpop: c.req.header('dpop'),
+          method: c.req.method,
+          path: c.req.path,
+        },
+        requestIdOf(c),
+      )
     } catch (error) {
       const response = refusalResponse(error, deps.logger, c.req.path)
       if (!response) throw error

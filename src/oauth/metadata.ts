@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import type { Config } from '../config.js'
 import type { Deps } from '../deps.js'
 import { methodNotAllowed, publicCors } from '../http.js'
+import { DPOP_ALGS } from '../tokens/dpop.js'
 
 /** RFC 9728 §2 protected-resource metadata for the MCP endpoint. */
 export function protectedResourceMetadata(config: Config) {
@@ -13,6 +14,8 @@ export function protectedResourceMetadata(config: Config) {
     scopes_supported: config.scopes,
     bearer_methods_supported: ['header'],
     resource_name: 'MCP server',
+    dpop_signing_alg_values_supported: DPOP_ALGS,
+    dpop_bound_access_tokens_required: config.dpopRequired,
   }
 }
 
@@ -37,6 +40,7 @@ export function authorizationServerMetadata(config: Config) {
     client_id_metadata_document_supported: config.clientIdMetadataDocuments,
     authorization_response_iss_parameter_supported: true,
     resource_indicators_supported: true,
+    dpop_signing_alg_values_supported: DPOP_ALGS,
   }
 }
 

@@ -8,6 +8,7 @@ import { methodNotAllowed, publicCors } from '../http.js'
 import { consumeRate } from '../rate-limit.js'
 import type { StoreEntry } from '../store/store.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
+import { type DpopProof, dpopAtTokenEndpoint } from '../tokens/dpop.js'
 import {
   codeGrantId,
   findGrant,
@@ -29,6 +30,7 @@ import { authenticateClient, basicCredentials } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
 import { checkUserPolicy } from './policy.js'
+import { bindRefreshFamily, requireRefreshBinding, tokenType } from './token-dpop.js'
 
 type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
 type Form = Record<string, string>
@@ -36,7 +38,7 @@ type Form = Record<string, string>
 /** The successful token response (RFC 6749 §5.1). */
 interface TokenResponse {
   access_token: string
-  token_type: 'Bearer'
+  token_type: 'Bearer' | 'DPoP'
   expires_in: number
   scope: string
   refresh_token?: string
@@ -60,7 +62,14 @@ export function tokenRoutes(deps: RouteDeps, clients: Clients) {
     const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
     if (!handler)
       throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
-    const body = await handler(forRequest(deps, c), clients, c.req.header('authorization'), form)
+    const proof = await dpopAtTokenEndpoint(deps, c.req.header('dpop'))
+    const body = await handler(
+      forRequest(deps, c),
+      clients,
+      c.req.header('authorization'),
+      form,
+      proof,
+    )
     return c.json(body, 200, NO_STORE)
   })
   app.all('/token', methodNotAllowed(['POST']))
@@ -72,6 +81,7 @@ type GrantHandler = (
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  proof: DpopProof | undefined,
 ) => Promise<TokenResponse>
 
 const GRANTS: Record<string, GrantHandler> = {
@@ -111,6 +121,7 @@ async function exchangeCode(
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
   requireGrantType(client, 'authorization_code')
@@ -152,7 +163,8 @@ async function exchangeCode(
     const refresh = client.grantTypes.includes('refresh_token')
       ? issueRefreshToken(deps, grant)
       : undefined
-    return issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh)
+    const issued = bindRefreshFamily(refresh?.grant ?? grant, client, Boolean(refresh), proof)
+    return issueTokens(deps, issued, 'authorization_code', refresh, undefined, proof)
   })
 }
 
@@ -166,6 +178,7 @@ async function issueTokens(
   grantType: string,
   refresh: { readonly token: string; readonly writes?: readonly StoreEntry[] } | undefined,
   scopes: readonly string[] = grant.scopes,
+  proof?: DpopProof,
 ): Promise<TokenResponse> {
   const upstream = await upstreamTokens(deps, grant)
   const access = await mintAccessToken(deps, {
@@ -176,6 +189,7 @@ async function issueTokens(
     ...grant.identity,
     upstream: { at: upstream.accessToken, exp: upstream.expiresAt, gid: grant.id },
     upstreamRefreshable: Boolean(upstream.refreshToken),
+    jkt: proof?.jkt,
   })
   await saveGrant(
     deps,
@@ -194,7 +208,7 @@ async function issueTokens(
   })
   return {
     access_token: access.token,
-    token_type: 'Bearer',
+    token_type: tokenType(proof),
     expires_in: access.expiresIn,
     scope: scopes.join(' '),
     ...(refresh ? { refresh_token: refresh.token } : {}),
@@ -211,6 +225,7 @@ async function refreshTokens(
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
   requireGrantType(client, 'refresh_token')
@@ -238,19 +253,22 @@ async function refreshTokens(
           'the refresh token was already used; the session is revoked',
         )
       case 'grace':
+        requireRefreshBinding(found.grant, proof)
         return issueTokens(
           deps,
           found.grant,
           'refresh_token',
           { token: found.successor },
           narrow(found.grant, form.scope),
+          proof,
         )
       case 'current': {
         // Checked before anything rotates, so a bad scope costs the client nothing.
+        requireRefreshBinding(found.grant, proof)
         const scopes = narrow(found.grant, form.scope)
         const refreshed = await refreshGrantUpstream(deps, found.grant)
         const rotated = await rotateRefreshToken(deps, refreshed.grant, found.hash)
-        return issueTokens(deps, rotated.grant, 'refresh_token', rotated, scopes)
+        return issueTokens(deps, rotated.grant, 'refresh_token', rotated, scopes, proof)
       }
     }
   }
@@ -282,6 +300,7 @@ async function clientCredentials(
   _clients: Clients,
   authorization: string | undefined,
   form: Form,
+  proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const credentials = m2mCredentials(authorization, form)
   const allowed = deps.config.m2mAllowedClients
@@ -362,6 +381,7 @@ async function clientCredentials(
     ...identityClaims(identity),
     upstream: { at: tokens.accessToken, exp: tokens.expiresAt },
     upstreamRefreshable: false,
+    jkt: proof?.jkt,
   })
   deps.audit('token.issued', {
     grant_type: 'client_credentials',
@@ -374,7 +394,7 @@ async function clientCredentials(
   })
   return {
     access_token: access.token,
-    token_type: 'Bearer',
+    token_type: tokenType(proof),
     expires_in: access.expiresIn,
     scope: scopes.join(' '),
   }

@@ -26,6 +26,11 @@ export interface Grant {
   readonly createdAt: number
   /** The sign-in this grant came from, for correlating audit events. */
   readonly flowId?: string | undefined
+  /**
+   * The DPoP key a public client's refresh tokens are bound to (RFC 9449 §5): refreshing
+   * needs a proof of it.
+   */
+  readonly dpopJkt?: string | undefined
 }
 
 /** A refresh token at rest, found by its hash. */
