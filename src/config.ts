@@ -1,4 +1,6 @@
+import type { JSONWebKeySet } from 'jose'
 import { z } from 'zod'
+import { PublicJwks } from './oauth/client-keys.js'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
 
 /** Which upstream identity provider signs users in. */
@@ -22,6 +24,8 @@ export interface StaticClientSettings {
   readonly clientName: string
   readonly redirectUris: readonly string[]
   readonly grantTypes: readonly string[]
+  /** Public keys of a `private_key_jwt` client (RFC 7523), instead of a secret. */
+  readonly jwks?: JSONWebKeySet | undefined
 }
 
 /** Everything the proxy needs to know at start-up, parsed once and frozen. */
@@ -178,6 +182,7 @@ const staticClient = z.object({
   grant_types: z
     .array(z.enum(['authorization_code', 'refresh_token']))
     .default(['authorization_code', 'refresh_token']),
+  jwks: PublicJwks.optional(),
 })
 
 const staticClients = z
@@ -199,6 +204,13 @@ const staticClients = z
       return z.NEVER
     }
     for (const [i, client] of parsed.data.entries()) {
+      if (client.jwks && client.client_secret) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${i}: client_secret and jwks are two authentication methods; keep one`,
+        })
+        return z.NEVER
+      }
       for (const uri of client.redirect_uris) {
         const problem = checkRedirectUri(uri, 'native')
         if (problem) {
@@ -214,6 +226,7 @@ const staticClients = z
         clientName: client.client_name ?? client.client_id,
         redirectUris: client.redirect_uris,
         grantTypes: client.grant_types,
+        jwks: client.jwks as JSONWebKeySet | undefined,
       }),
     )
   })

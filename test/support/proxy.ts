@@ -1,5 +1,6 @@
 import { pino } from 'pino'
 import { loadConfig } from '../../src/config.js'
+import type { Deps } from '../../src/deps.js'
 import { type RunningServer, startServer } from '../../src/server.js'
 import { freePort } from './net.js'
 import { deleteKeys, REDIS_URL, uniquePrefix } from './redis.js'
@@ -31,6 +32,8 @@ export interface StartProxyOptions {
   upstream?: Partial<StartUpstreamOptions>
   /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
   fetch?: typeof fetch
+  /** Replaces parts of the proxy's dependencies (e.g. how metadata documents are fetched). */
+  overrides?: Partial<Deps>
 }
 
 /**
@@ -72,6 +75,7 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
     server = await startServer(loadConfig(env), {
       logger: pino({ level: 'silent' }),
       fetch: options.fetch,
+      overrides: options.overrides,
     })
   } catch (error) {
     await upstream.close()
