@@ -18,6 +18,7 @@ import {
 import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
 import { checkUserPolicy } from './policy.js'
 import { isLoopbackRedirect, isPrivateUseScheme, redirectUriMatches } from './redirect-uri.js'
+import { isThisResource } from './resource.js'
 
 /** A validated authorization request (after both phases), waiting for consent or the upstream. */
 interface AuthorizationRequest {
@@ -214,7 +215,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     if (unsupported) return fail('invalid_scope', `scope ${unsupported} is not supported`)
     const scopes = requestedScopes.length ? [...new Set(requestedScopes)] : [...config.scopes]
     // RFC 8707 §2 allows several resource parameters; this server is the only one it serves.
-    const foreign = query.getAll('resource').find((r) => r.replace(/\/$/, '') !== config.resource)
+    const foreign = query.getAll('resource').find((r) => !isThisResource(r, config.resource))
     if (foreign !== undefined) return fail('invalid_target', `resource must be ${config.resource}`)
     const prompt = (param('prompt') ?? '').split(' ')
     if (prompt.includes('none'))

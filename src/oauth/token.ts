@@ -30,6 +30,7 @@ import { authenticateClient, basicCredentials } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
 import { checkUserPolicy } from './policy.js'
+import { isThisResource } from './resource.js'
 import { bindRefreshFamily, requireRefreshBinding, tokenType } from './token-dpop.js'
 
 type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
@@ -100,7 +101,7 @@ function requireGrantType(client: Client, grantType: 'authorization_code' | 'ref
 }
 
 function checkResource(deps: RouteDeps, resource: string | undefined) {
-  if (resource !== undefined && resource.replace(/\/$/, '') !== deps.config.resource) {
+  if (resource !== undefined && !isThisResource(resource, deps.config.resource)) {
     throw new OAuthError('invalid_target', `resource must be ${deps.config.resource}`)
   }
 }
