@@ -56,7 +56,11 @@ export async function verifyDpopProof(
   let jwk: JWK
   try {
     const header = decodeProtectedHeader(proof)
-    if (header.typ !== 'dpop+jwt') throw invalidProof('the DPoP proof typ must be dpop+jwt')
+    // RFC 7515 §4.1.9: a media type, compared case-insensitively, `application/` optional.
+    const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : ''
+    if (typ.replace(/^application\//, '') !== 'dpop+jwt') {
+      throw invalidProof('the DPoP proof typ must be dpop+jwt')
+    }
     if (!DPOP_ALGS.includes(header.alg as (typeof DPOP_ALGS)[number])) {
       throw invalidProof(`the DPoP proof must be signed with one of ${DPOP_ALGS.join(', ')}`)
     }
