@@ -6,6 +6,7 @@ import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
 import { hasMediaType, readBody } from '../http.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
 import {
+  createDpopKeyCache,
   type DpopDeps,
   type DpopVerdict,
   presentedToken,
@@ -62,6 +63,7 @@ export function mcpBearerAuth(
   const resource = new URL(config.resource)
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
   const { refuse, challenged, refuseDpop } = bearerRefusals(config)
+  const dpop = { ...options.dpop, config, keyCache: createDpopKeyCache() }
 
   return async function mcpBearerAuth(c, next) {
     const presented = presentedToken(c.req.header('authorization'))
@@ -84,8 +86,8 @@ export function mcpBearerAuth(
       }
       throw refusal
     }
-    const dpop = await verifyDpopAtResource(
-      { ...options.dpop, config },
+    const verdict = await verifyDpopAtResource(
+      dpop,
       {
         ...presented,
         method: c.req.method,
@@ -94,9 +96,13 @@ export function mcpBearerAuth(
       },
       verified,
     )
-    if (!dpop.ok) {
-      options.audit?.('mcp.denied', { error: dpop.error, reason: dpop.description }, requestIdOf(c))
-      throw refuseDpop(dpop)
+    if (!verdict.ok) {
+      options.audit?.(
+        'mcp.denied',
+        { error: verdict.error, reason: verdict.description },
+        requestIdOf(c),
+      )
+      throw refuseDpop(verdict)
     }
 
     let parsedBody: unknown

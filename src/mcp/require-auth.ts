@@ -4,7 +4,12 @@ import { requestIdOf } from '../audit.js'
 import { type Config, ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
-import { type DpopDeps, presentedToken, verifyDpopAtResource } from '../tokens/dpop.js'
+import {
+  createDpopKeyCache,
+  type DpopDeps,
+  presentedToken,
+  verifyDpopAtResource,
+} from '../tokens/dpop.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerRefusals, callerOf } from './auth.js'
 import type { Caller } from './tools.js'
@@ -61,6 +66,7 @@ export function requireBearer(
     ])
   }
   const { refuse, challenged, refuseDpop } = bearerRefusals(deps.config)
+  const dpopDeps = { ...deps, keyCache: createDpopKeyCache() }
 
   const authenticate = async (
     request: { authorization?: string; dpop?: string; method: string; path: string },
@@ -78,7 +84,7 @@ export function requireBearer(
       throw challenged(error)
     }
     const dpop = await verifyDpopAtResource(
-      deps,
+      dpopDeps,
       {
         ...presented,
         method: request.method,

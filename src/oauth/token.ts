@@ -8,7 +8,7 @@ import { methodNotAllowed, publicCors } from '../http.js'
 import { consumeRate } from '../rate-limit.js'
 import type { StoreEntry } from '../store/store.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
-import { type DpopProof, dpopAtTokenEndpoint } from '../tokens/dpop.js'
+import { createDpopKeyCache, type DpopProof, dpopAtTokenEndpoint } from '../tokens/dpop.js'
 import {
   codeGrantId,
   findGrant,
@@ -50,6 +50,7 @@ const CODE_VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/
 /** `POST /token` (OAuth 2.1 §3.2): authorization_code, refresh_token, client_credentials. */
 export function tokenRoutes(deps: RouteDeps, clients: Clients) {
   const app = new Hono()
+  const dpopKeys = createDpopKeyCache()
   app.use('/token', publicCors(['POST']))
   app.post('/token', async (c) => {
     const form = await readForm(c)
@@ -63,7 +64,7 @@ export function tokenRoutes(deps: RouteDeps, clients: Clients) {
     const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
     if (!handler)
       throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
-    const proof = await dpopAtTokenEndpoint(deps, c.req.header('dpop'))
+    const proof = await dpopAtTokenEndpoint({ ...deps, keyCache: dpopKeys }, c.req.header('dpop'))
     const body = await handler(
       forRequest(deps, c),
       clients,

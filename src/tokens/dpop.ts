@@ -1,8 +1,9 @@
 import {
+  type CryptoKey,
   calculateJwkThumbprint,
   decodeProtectedHeader,
-  EmbeddedJWK,
   errors,
+  importJWK,
   type JWK,
   jwtVerify,
 } from 'jose'
@@ -25,8 +26,51 @@ export interface DpopProof {
   readonly jkt: string
 }
 
-/** What verifying a proof needs: the replay cache and the clock. */
-export type DpopDeps = { readonly store: Store; readonly clock: Clock }
+/** What verifying a proof needs: the replay cache and the clock (and a key cache, if any). */
+export type DpopDeps = {
+  readonly store: Store
+  readonly clock: Clock
+  readonly keyCache?: DpopKeyCache | undefined
+}
+
+/** A proof's public key, imported, with its thumbprint and the algorithm it signs with. */
+interface ProofKey {
+  readonly key: CryptoKey
+  readonly jkt: string
+  readonly alg: string
+}
+
+/**
+ * Public keys of recent proofs by their JWS header segment: a client sends the same header
+ * (alg, typ, jwk) with every proof, and importing the key and hashing its thumbprint cost
+ * more than verifying the signature. Bounded, least recently used first out.
+ */
+export interface DpopKeyCache {
+  get(header: string): ProofKey | undefined
+  set(header: string, key: ProofKey): void
+}
+
+/** A `DpopKeyCache` of at most `maxEntries` keys (one per gate, never shared between apps). */
+export function createDpopKeyCache(maxEntries = 1000): DpopKeyCache {
+  const entries = new Map<string, ProofKey>()
+  return {
+    get(header) {
+      const entry = entries.get(header)
+      if (entry) {
+        entries.delete(header)
+        entries.set(header, entry)
+      }
+      return entry
+    },
+    set(header, key) {
+      entries.set(header, key)
+      if (entries.size > maxEntries) {
+        const oldest = entries.keys().next().value
+        if (oldest !== undefined) entries.delete(oldest)
+      }
+    },
+  }
+}
 
 // How far a proof's `iat` may lie from now, either way (RFC 9449 §11.1: a small window, with
 // the jti cache covering all of it). Without server nonces this bounds a captured proof's use.
@@ -53,37 +97,18 @@ export async function verifyDpopProof(
   expected: { readonly htm: string; readonly htu: string; readonly accessToken?: string },
 ): Promise<DpopProof> {
   if (proof.length > MAX_PROOF_LENGTH) throw invalidProof('the DPoP proof is too long')
-  let jwk: JWK
-  try {
-    const header = decodeProtectedHeader(proof)
-    // RFC 7515 §4.1.9: a media type, compared case-insensitively, `application/` optional.
-    const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : ''
-    if (typ.replace(/^application\//, '') !== 'dpop+jwt') {
-      throw invalidProof('the DPoP proof typ must be dpop+jwt')
-    }
-    if (!DPOP_ALGS.includes(header.alg as (typeof DPOP_ALGS)[number])) {
-      throw invalidProof(`the DPoP proof must be signed with one of ${DPOP_ALGS.join(', ')}`)
-    }
-    if (typeof header.jwk !== 'object' || header.jwk === null) {
-      throw invalidProof('the DPoP proof has no jwk header')
-    }
-    jwk = header.jwk
-  } catch (error) {
-    if (error instanceof OAuthError) throw error
-    throw invalidProof('the DPoP proof is not a well-formed JWT', error)
-  }
-  if (PRIVATE_JWK_MEMBERS.some((member) => member in jwk)) {
-    throw invalidProof('the DPoP proof jwk must be a public key, without private members')
-  }
-  if (!ASYMMETRIC_KTY.has(String(jwk.kty))) {
-    throw invalidProof('the DPoP proof jwk must be an asymmetric public key')
+  const header = proof.slice(0, Math.max(0, proof.indexOf('.')))
+  let proofKey = deps.keyCache?.get(header)
+  if (!proofKey) {
+    proofKey = await importProofKey(proof)
+    deps.keyCache?.set(header, proofKey)
   }
 
   let payload: Record<string, unknown>
   try {
-    ;({ payload } = await jwtVerify(proof, EmbeddedJWK, {
+    ;({ payload } = await jwtVerify(proof, proofKey.key, {
       typ: 'dpop+jwt',
-      algorithms: [...DPOP_ALGS],
+      algorithms: [proofKey.alg],
       requiredClaims: ['jti', 'htm', 'htu', 'iat'],
       // iat is checked below against the window both ways; jose would only bound its age.
       currentDate: new Date(deps.clock.now() * 1000),
@@ -112,7 +137,7 @@ export async function verifyDpopProof(
       throw invalidProof('the DPoP proof ath does not match the access token')
     }
   }
-  const jkt = await calculateJwkThumbprint(jwk, 'sha256')
+  const { jkt } = proofKey
   // Long enough that a proof leaves the cache only once its iat is outside the window.
   const remembered = await deps.store.add(
     proofKeys.dpopJti(jkt, jti),
@@ -121,6 +146,47 @@ export async function verifyDpopProof(
   )
   if (!remembered) throw invalidProof('the DPoP proof was already used; sign a new proof')
   return { jkt }
+}
+
+/**
+ * The public key of a proof's `jwk` header (§4.3 steps 4-6): `typ`, an alg of `DPOP_ALGS`, an
+ * asymmetric public key without private members; imported for that alg, thumbprint computed.
+ */
+async function importProofKey(proof: string): Promise<ProofKey> {
+  let jwk: JWK
+  let alg: string
+  try {
+    const header = decodeProtectedHeader(proof)
+    // RFC 7515 §4.1.9: a media type, compared case-insensitively, `application/` optional.
+    const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : ''
+    if (typ.replace(/^application\//, '') !== 'dpop+jwt') {
+      throw invalidProof('the DPoP proof typ must be dpop+jwt')
+    }
+    if (!DPOP_ALGS.includes(header.alg as (typeof DPOP_ALGS)[number])) {
+      throw invalidProof(`the DPoP proof must be signed with one of ${DPOP_ALGS.join(', ')}`)
+    }
+    if (typeof header.jwk !== 'object' || header.jwk === null) {
+      throw invalidProof('the DPoP proof has no jwk header')
+    }
+    jwk = header.jwk
+    alg = header.alg as string
+  } catch (error) {
+    if (error instanceof OAuthError) throw error
+    throw invalidProof('the DPoP proof is not a well-formed JWT', error)
+  }
+  if (PRIVATE_JWK_MEMBERS.some((member) => member in jwk)) {
+    throw invalidProof('the DPoP proof jwk must be a public key, without private members')
+  }
+  if (!ASYMMETRIC_KTY.has(String(jwk.kty))) {
+    throw invalidProof('the DPoP proof jwk must be an asymmetric public key')
+  }
+  try {
+    const key = await importJWK({ ...jwk, ext: true }, alg)
+    if (key instanceof Uint8Array || key.type !== 'public') throw new Error('not a public key')
+    return { key, jkt: await calculateJwkThumbprint(jwk, 'sha256'), alg }
+  } catch (error) {
+    throw invalidProof('the DPoP proof signature, type or key is invalid', error)
+  }
 }
 
 /** RFC 9449 §4.3 step 9: htu equals the request URI without query and fragment. */
