@@ -7,7 +7,7 @@ import { type AccessTokenParams, mintAccessToken } from '../src/tokens/access-to
 import { createAccessTokenVerifier } from '../src/tokens/verifier.js'
 import { createTestApp, type TestApp } from './support/app.js'
 import { createTestClock } from './support/clock.js'
-import { initializeMessage } from './support/mcp.js'
+import { initializeMessage, serveApp } from './support/mcp.js'
 
 const ISSUER = 'https://mcp.example.test'
 const MCP = `${ISSUER}/mcp`
@@ -199,5 +199,35 @@ describe('DPoP at requireAuth()', () => {
     expect(otherRoute.headers.get('www-authenticate')).toBe(
       challenge('invalid_dpop_proof', `the DPoP proof htu must be ${url}`),
     )
+  })
+})
+
+describe('DPoP in forward mode', () => {
+  it('checks the proof, then sends the backend the upstream token as Bearer and no proof', async () => {
+    const seen: { authorization?: string; dpop?: string }[] = []
+    const backendApp = new Hono()
+    backendApp.post('/mcp', (c) => {
+      seen.push({ authorization: c.req.header('authorization'), dpop: c.req.header('dpop') })
+      return c.json({ jsonrpc: '2.0', id: 1, result: { tools: [] } })
+    })
+    const backend = await serveApp(backendApp)
+    try {
+      const t = await createTestApp({
+        env: { MCP_UPSTREAM_URL: `${backend.url}/mcp` },
+        clock: createTestClock(Math.floor(Date.now() / 1000)),
+      })
+      const session = await DpopSession.create()
+      const token = await mint(t, { jkt: session.thumbprint })
+      const proof = await session.buildProof({ htm: 'POST', htu: MCP, accessToken: token })
+      const forwarded = await post(t, { authorization: `DPoP ${token}`, dpop: proof })
+      expect(forwarded.status).toBe(200)
+      expect(seen).toEqual([{ authorization: 'Bearer upstream-access-token', dpop: undefined }])
+
+      const replayed = await post(t, { authorization: `DPoP ${token}`, dpop: proof })
+      expect(replayed.status).toBe(401)
+      expect(seen).toHaveLength(1)
+    } finally {
+      await backend.close()
+    }
   })
 })

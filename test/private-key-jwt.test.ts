@@ -310,7 +310,7 @@ describe('private_key_jwt clients registered by DCR', () => {
 })
 
 describe('STATIC_CLIENTS with jwks', () => {
-  it('signs in with an SDK assertion instead of a secret', async () => {
+  it('signs in with an SDK assertion instead of a secret, and revokes with one', async () => {
     const { code, verifier } = await signInForCode(proxy, {
       clientId: STATIC_ID,
       redirectUri: STATIC_REDIRECT,
@@ -328,7 +328,40 @@ describe('STATIC_CLIENTS with jwks', () => {
     } as never)
     const response = await formPost(proxy.url, Object.fromEntries(params))
     expect(response.status).toBe(200)
-    expect(await response.json()).toMatchObject({ token_type: 'Bearer' })
+    const { refresh_token } = (await response.json()) as { refresh_token: string }
+
+    // /revoke authenticates the same way (RFC 7009 §2.1), and without it refuses.
+    const unauthenticated = await formPost(
+      proxy.url,
+      { token: refresh_token, client_id: STATIC_ID },
+      '/revoke',
+    )
+    expect(unauthenticated.status).toBe(401)
+    const revoked = await formPost(
+      proxy.url,
+      {
+        token: refresh_token,
+        client_assertion_type: JWT_BEARER,
+        client_assertion: await handmadeAssertion(staticKey, {
+          iss: STATIC_ID,
+          sub: STATIC_ID,
+          aud: proxy.url,
+        }),
+      },
+      '/revoke',
+    )
+    expect(revoked.status).toBe(200)
+    const refresh = await formPost(proxy.url, {
+      grant_type: 'refresh_token',
+      refresh_token,
+      client_assertion_type: JWT_BEARER,
+      client_assertion: await handmadeAssertion(staticKey, {
+        iss: STATIC_ID,
+        sub: STATIC_ID,
+        aud: tokenUrl,
+      }),
+    })
+    expect(await refresh.json()).toMatchObject({ error: 'invalid_grant' })
   })
 })
 
