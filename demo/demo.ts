@@ -202,7 +202,7 @@ async function startIdp(
   const options = {
     flavor: 'kinde' as const,
     users: [DEMO_USER],
-    // The proxy's one fixed callback (DESIGN.md): all the provider ever redirects to.
+    // The proxy's one fixed callback, registered once at the provider: all it ever redirects to.
     client: { ...client, redirect_uris: [`${publicUrl}/callback`] },
   }
   if (proxyPort < 65_535) {

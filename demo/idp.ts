@@ -26,7 +26,8 @@ export type UpstreamFlavor = 'kinde' | 'auth0' | 'oidc'
 export interface UpstreamUser {
   sub: string
   email: string
-  email_verified?: boolean
+  /** default true; `null`: the upstream says nothing about it (no `email_verified` claim). */
+  email_verified?: boolean | null
   name?: string
   /** kinde: organization the user's access tokens are scoped to (`org_code` claim). */
   org_code?: string
@@ -85,6 +86,12 @@ export interface Upstream {
    * returns the final redirect to the client's redirect_uri (with code & state, or error).
    */
   loginWith(authorizationUrl: string, user?: string): Promise<URL>
+  /**
+   * Changes a user's account (a sub or an email) from now on, as an administrator would at
+   * Kinde or Auth0: tokens issued afterwards, refreshes included, carry the new claims. A
+   * property set to `undefined` is removed.
+   */
+  updateUser(user: string, changes: Partial<Omit<UpstreamUser, 'sub'>>): void
   close(): Promise<void>
   /** the oidc-provider instance (untyped: oidc-provider ships no declarations). */
   provider: unknown
@@ -181,7 +188,10 @@ interface FlavorProfile {
   routes: Record<string, string>
   /** The scope that yields a refresh token: Kinde calls it `offline`, everyone else `offline_access`. */
   refreshScope: string
+  /** ID token claims per scope. */
   claims: Record<string, string[]>
+  /** Userinfo claims per scope, when they differ from the ID token's. */
+  userinfoClaims?: Record<string, string[]>
 }
 
 const FLAVORS: Record<UpstreamFlavor, FlavorProfile> = {
@@ -196,9 +206,15 @@ const FLAVORS: Record<UpstreamFlavor, FlavorProfile> = {
       end_session: '/logout',
     },
     refreshScope: 'offline',
-    // Kinde id tokens list the user's organizations in `org_codes`.
+    // Kinde id tokens list the user's organizations in `org_codes`, and carry the email but
+    // not whether it is verified: only the user_profile endpoint says `email_verified`.
     claims: {
       openid: ['sub', 'org_codes'],
+      profile: ['name'],
+      email: ['email'],
+    },
+    userinfoClaims: {
+      openid: ['sub'],
       profile: ['name'],
       email: ['email', 'email_verified'],
     },
@@ -243,7 +259,8 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
   const flavor = opts.flavor
   const profile = FLAVORS[flavor]
   const audience = opts.audience ?? DEFAULT_AUDIENCE
-  const users = opts.users?.length ? opts.users : [DEMO_USER]
+  // Copies, so that updateUser changes this upstream's accounts and nobody else's.
+  const users = (opts.users?.length ? opts.users : [DEMO_USER]).map((user) => ({ ...user }))
   const m2mClients = opts.m2mClients ?? []
   const accessTokenTtl = opts.accessTokenTtlSeconds ?? 3600
   const rotateRefreshTokens = opts.rotateRefreshTokens ?? flavor === 'kinde'
@@ -450,6 +467,11 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
     provider,
     loginWith: (authorizationUrl, user) =>
       loginWith(url, opts.client.redirect_uris, users, authorizationUrl, user),
+    updateUser(subOrEmail, changes) {
+      const user = findUser(subOrEmail)
+      if (!user) throw new Error(`updateUser: unknown user ${subOrEmail}`)
+      Object.assign(user, changes)
+    },
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((error) => (error ? reject(error) : resolve()))
@@ -471,7 +493,7 @@ function userClaims(flavor: UpstreamFlavor, user: UpstreamUser): Record<string, 
     sub: user.sub,
     name: user.name,
     email: user.email,
-    email_verified: user.email_verified ?? true,
+    email_verified: user.email_verified === null ? undefined : (user.email_verified ?? true),
     org_codes:
       flavor === 'kinde'
         ? (user.org_codes ?? (user.org_code ? [user.org_code] : undefined))
@@ -595,7 +617,8 @@ function userinfoForJwtAccessTokens(
     const all = userClaims(flavor, user)
     const body: Record<string, unknown> = { sub: user.sub }
     if (flavor === 'kinde') body.id = user.sub // user_profile also returns the user id as `id`
-    for (const [scope, names] of Object.entries(FLAVORS[flavor].claims)) {
+    const profile = FLAVORS[flavor]
+    for (const [scope, names] of Object.entries(profile.userinfoClaims ?? profile.claims)) {
       if (!scopes.has(scope)) continue
       for (const name of names) if (all[name] !== undefined) body[name] = all[name]
     }

@@ -6,6 +6,9 @@
  *   KINDE_ISSUER_URL=… KINDE_CLIENT_ID=… KINDE_CLIENT_SECRET=… KINDE_AUDIENCE=… \
  *   npx tsx examples/library.ts        (or: node --env-file=.env --import tsx examples/library.ts)
  *
+ * `reports:read` is granted to users whose Kinde access token carries a `reports:read`
+ * permission (or one that SCOPE_PERMISSIONS maps to it, e.g. reports:read=read:reports).
+ *
  * Then point an MCP client at http://localhost:3000/mcp and call `list_reports`, or call
  * GET /api/me with the access token the client holds.
  */

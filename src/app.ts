@@ -1,17 +1,15 @@
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
-import { createAuditTrail } from './audit.js'
-import type { Deps } from './deps.js'
+import { correlate } from './audit.js'
 import { OAuthError, refusalResponse } from './errors.js'
 import { createMcpEndpoint, type McpEndpointOptions } from './mcp/endpoint.js'
-import { createMetrics, metricsRoutes } from './metrics.js'
+import { metricsRoutes } from './metrics.js'
 import { authorizeRoutes } from './oauth/authorize.js'
-import { createClients } from './oauth/clients.js'
 import { metadataRoutes } from './oauth/metadata.js'
 import { registerRoutes } from './oauth/register.js'
 import { revokeRoutes } from './oauth/revoke.js'
 import { tokenRoutes } from './oauth/token.js'
-import { createAccessTokenVerifier } from './tokens/verifier.js'
+import type { Services } from './services.js'
 
 /** What an embedding application adds to the app (library mode). */
 export interface AppOptions {
@@ -20,33 +18,15 @@ export interface AppOptions {
 }
 
 /**
- * Builds the proxy as one Hono app from its dependencies. Nothing is shared between two apps
- * built from different `deps`, so tests may run several in one process.
+ * Mounts the proxy's routes on one Hono app, over services built by `createServices`; it
+ * builds nothing stateful itself. Two apps over the same services are one instance serving
+ * twice; apps over different services share nothing, so tests may run several in one process.
  */
-export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
-  const metrics = appDeps.metrics ?? createMetrics()
-  const trail = createAuditTrail(appDeps.logger, appDeps.config.auditLog, appDeps.auditDestination)
-  const instrumented = {
-    ...appDeps,
-    store: metrics.instrumentStore(appDeps.store),
-    upstream: appDeps.upstream && metrics.instrumentUpstream(appDeps.upstream),
-    metrics,
-    audit:
-      appDeps.audit ??
-      ((event, fields, requestId) => {
-        trail.audit(event, fields, requestId)
-        metrics.observe(event, fields)
-      }),
-  } satisfies Deps
-  // One verifier per app, shared by the MCP gate and /revoke so a revocation evicts its entry.
-  const deps = {
-    ...instrumented,
-    verifier: appDeps.verifier ?? createAccessTokenVerifier(instrumented),
-  }
-  const clients = createClients(deps)
+export function createApp(deps: Services, options: AppOptions = {}): Hono {
+  const { metrics, clients } = deps
   const app = new Hono()
 
-  app.use(trail.correlate)
+  app.use(correlate)
   app.use(metrics.middleware)
 
   // One line per request at `debug` only; at the production level (`info`) it would never be
@@ -81,15 +61,9 @@ export function createApp(appDeps: Deps, options: AppOptions = {}): Hono {
   app.route('/', metricsRoutes(metrics, deps.config.metricsToken))
   app.route('/', metadataRoutes(deps))
   app.route('/', registerRoutes(deps, clients))
-  const { upstream } = deps
-  if (upstream) {
-    const withUpstream = { ...deps, upstream }
-    app.route('/', authorizeRoutes(withUpstream, clients))
-    app.route('/', tokenRoutes(withUpstream, clients))
-    app.route('/', revokeRoutes(withUpstream, clients))
-  }
-  // Mounted with or without an upstream: the resource server needs only the keys to check
-  // tokens (DESIGN.md: the two sides share only tokens/); upstream tools come with an upstream.
+  app.route('/', authorizeRoutes(deps, clients))
+  app.route('/', tokenRoutes(deps, clients))
+  app.route('/', revokeRoutes(deps, clients))
   app.route('/', createMcpEndpoint(deps, options.mcp))
 
   app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())

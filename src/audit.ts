@@ -75,13 +75,19 @@ export function createAuditTrail(
     audit(event, fields, requestId) {
       out.info({ event, request_id: requestId, ...withoutUndefined(fields) }, event)
     },
-    correlate: async function correlate(c, next) {
-      const incoming = c.req.header('x-request-id')
-      const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID()
-      c.set(REQUEST_ID_VARIABLE, requestId)
-      return withHeaders(c, { 'x-request-id': requestId }, next)
-    },
+    correlate,
   }
+}
+
+/**
+ * Gives each request its correlation id: a well-formed incoming `X-Request-Id`, or a new UUID,
+ * echoed in the response and kept for `requestIdOf`.
+ */
+export const correlate: MiddlewareHandler = async function correlate(c, next) {
+  const incoming = c.req.header('x-request-id')
+  const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+  c.set(REQUEST_ID_VARIABLE, requestId)
+  return withHeaders(c, { 'x-request-id': requestId }, next)
 }
 
 /** The correlation id `correlate` gave request `c`; undefined where it did not run. */

@@ -1,5 +1,6 @@
 import type { JSONWebKeySet } from 'jose'
 import { z } from 'zod'
+import { isLoopbackHost } from './loopback.js'
 import { PublicJwks } from './oauth/client-keys.js'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
 
@@ -48,6 +49,13 @@ export interface Config {
   readonly encryptionKey: string | undefined
   /** Scopes of the MCP resource, advertised in the protected-resource metadata. */
   readonly scopes: readonly string[]
+  /** Scopes of `scopes` granted to every signed-in user, like the OpenID Connect ones. */
+  readonly openScopes: readonly string[]
+  /**
+   * For a scope, the upstream permissions or scopes besides its own name that back it
+   * (`SCOPE_PERMISSIONS`); a scope neither open nor backed is left out of the grant.
+   */
+  readonly scopePermissions: ReadonlyMap<string, readonly string[]>
   readonly consent: 'prompt' | 'skip'
   readonly allowedEmailDomains: readonly string[]
   readonly allowedOrgCodes: readonly string[]
@@ -99,12 +107,13 @@ export class ConfigError extends Error {
   }
 }
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
-
-/** True for hosts that never leave the machine: where plain http is acceptable. */
-export function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname)
-}
+/** The scopes OpenID Connect defines: granted to every signed-in user, never backed upstream. */
+export const OIDC_SCOPES: readonly string[] = Object.freeze([
+  'openid',
+  'profile',
+  'email',
+  'offline_access',
+])
 
 const secureUrl = z
   .string()
@@ -266,6 +275,8 @@ const EnvSchema = z.object({
   SIGNING_KEY_PREVIOUS: nonEmpty.optional(),
   ENCRYPTION_KEY: nonEmpty.optional(),
   SCOPES: list.transform((scopes) => (scopes.length ? scopes : ['openid', 'profile', 'email'])),
+  OPEN_SCOPES: list,
+  SCOPE_PERMISSIONS: list,
   CONSENT: oneOf(['prompt', 'skip']).default('prompt'),
   ALLOWED_EMAIL_DOMAINS: list.transform((domains) => domains.map((d) => d.toLowerCase())),
   ALLOWED_ORG_CODES: list,
@@ -339,6 +350,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const vars = parsed.data
   const upstream = pickUpstream(vars, problems)
   checkForwarding(vars, problems)
+  const scopePermissions = parseScopePermissions(vars, problems)
   if (problems.length || !upstream) throw new ConfigError(problems)
 
   const origin = vars.PUBLIC_URL.origin
@@ -356,6 +368,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     signingKeyPrevious: vars.SIGNING_KEY_PREVIOUS,
     encryptionKey: vars.ENCRYPTION_KEY,
     scopes: Object.freeze(vars.SCOPES.filter((scope) => scope !== 'offline_access')),
+    openScopes: Object.freeze(vars.OPEN_SCOPES),
+    scopePermissions,
     consent: vars.CONSENT,
     allowedEmailDomains: Object.freeze(vars.ALLOWED_EMAIL_DOMAINS),
     allowedOrgCodes: Object.freeze(vars.ALLOWED_ORG_CODES),
@@ -462,6 +476,47 @@ function checkForwarding(vars: Env, problems: string[]): void {
       problems.push(`${name}: is only used when MCP_UPSTREAM_TOKEN is downstream-jwt`)
     }
   }
+}
+
+/** RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
+
+/**
+ * `OPEN_SCOPES` must name scopes of `SCOPES`; `SCOPE_PERMISSIONS` is `scope=permission` pairs
+ * (a scope may appear in several) for scopes of `SCOPES` that are not open, since a mapping
+ * of an open scope would never be consulted and most likely hides a typo.
+ */
+function parseScopePermissions(
+  vars: Env,
+  problems: string[],
+): ReadonlyMap<string, readonly string[]> {
+  const offered = new Set(vars.SCOPES)
+  const open = new Set([...OIDC_SCOPES, ...vars.OPEN_SCOPES])
+  for (const scope of vars.OPEN_SCOPES) {
+    if (!SCOPE_TOKEN.test(scope))
+      problems.push(`OPEN_SCOPES: ${JSON.stringify(scope)} is not a scope name`)
+    else if (!offered.has(scope)) problems.push(`OPEN_SCOPES: ${scope} is not one of SCOPES`)
+  }
+  const mapping = new Map<string, string[]>()
+  for (const entry of vars.SCOPE_PERMISSIONS) {
+    const [scope = '', permission = '', ...rest] = entry.split('=')
+    if (rest.length || !SCOPE_TOKEN.test(scope) || !SCOPE_TOKEN.test(permission)) {
+      problems.push(
+        `SCOPE_PERMISSIONS: ${JSON.stringify(entry)} is not scope=permission (e.g. reports:admin=admin:reports)`,
+      )
+    } else if (!offered.has(scope)) {
+      problems.push(`SCOPE_PERMISSIONS: ${scope} is not one of SCOPES`)
+    } else if (open.has(scope)) {
+      problems.push(
+        `SCOPE_PERMISSIONS: ${scope} is granted to every user (OpenID Connect or OPEN_SCOPES); a permission for it would never be asked`,
+      )
+    } else {
+      const permissions = mapping.get(scope) ?? []
+      if (!permissions.includes(permission)) permissions.push(permission)
+      mapping.set(scope, permissions)
+    }
+  }
+  return new Map([...mapping].map(([scope, permissions]) => [scope, Object.freeze(permissions)]))
 }
 
 function settings(

@@ -26,10 +26,11 @@ export {
   type ToolExtra,
   toolError,
 } from './mcp/tools.js'
-export type { AuthorizeUser } from './oauth/policy.js'
-export { createDeps, type DepsOptions, type RunningServer, startServer } from './server.js'
+export { type RunningServer, startServer } from './server.js'
+export { createServices, type ServiceOverrides, type Services } from './services.js'
 export { createMemoryStore } from './store/memory.js'
 export { createRedisStore, type RedisStoreOptions } from './store/redis.js'
 export type { Store } from './store/store.js'
 export type { Actor } from './tokens/access-token.js'
+export type { AuthorizeUser } from './tokens/policy.js'
 export type { UpstreamIdentity } from './upstream/upstream.js'

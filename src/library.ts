@@ -1,16 +1,16 @@
 import type { Hono, MiddlewareHandler } from 'hono'
-import type { Logger } from 'pino'
+import type { DestinationStream, Logger } from 'pino'
 import { createApp } from './app.js'
+import { correlate, requestIdOf } from './audit.js'
+import type { Clock } from './clock.js'
 import { type Config, ConfigError, loadConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { type AuthEnv, type RequireAuthOptions, requireBearer } from './mcp/require-auth.js'
 import type { ServerInfo } from './mcp/server.js'
 import type { ToolDefinition } from './mcp/tools.js'
-import { createUpstreamTokenSource } from './mcp/upstream-token.js'
-import type { AuthorizeUser } from './oauth/policy.js'
-import { createDeps } from './server.js'
+import { createServices } from './services.js'
 import type { Store } from './store/store.js'
-import { createAccessTokenVerifier } from './tokens/verifier.js'
+import type { AuthorizeUser } from './tokens/policy.js'
 
 export interface McpAuthProxyOptions {
   /**
@@ -43,6 +43,10 @@ export interface McpAuthProxyOptions {
   readonly logger?: Logger
   /** Outbound HTTP to the identity provider; default the global `fetch`. */
   readonly fetch?: typeof fetch
+  /** Time as the proxy sees it (token lifetimes, expiry, TTLs of the memory store); default the wall clock. */
+  readonly clock?: Clock
+  /** Where audit events go instead of `AUDIT_LOG` or the log stream. */
+  readonly auditDestination?: DestinationStream
 }
 
 export interface McpAuthProxy {
@@ -68,8 +72,9 @@ export interface McpAuthProxy {
 
 /**
  * Library mode: the whole proxy as a Hono app to embed, with the application's own MCP tools
- * and authorization decision, and a bearer middleware for its other routes. The dependencies
- * are built as the CLI server builds them (`createDeps`), from `options.config` only.
+ * and authorization decision, and a bearer middleware for its other routes. The services are
+ * built as the CLI server builds them (`createServices`), from `options.config` and the parts
+ * passed in `options` only.
  */
 export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<McpAuthProxy> {
   const config = isConfig(options.config) ? options.config : loadConfig(options.config)
@@ -82,16 +87,14 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
   // No client could obtain such a scope: the tool would refuse everyone.
   if (problems.length) throw new ConfigError(problems)
 
-  const built = await createDeps(config, {
+  const deps = await createServices(config, {
+    store: options.store,
     logger: options.logger,
     fetch: options.fetch,
-    store: options.store,
-    overrides: options.authorizeUser ? { authorizeUser: options.authorizeUser } : {},
+    clock: options.clock,
+    authorizeUser: options.authorizeUser,
+    auditDestination: options.auditDestination,
   })
-  // Built here rather than by createApp so requireAuth shares it with /mcp and /revoke, whose
-  // revocations evict its cached verifications.
-  const verifier = createAccessTokenVerifier(built)
-  const deps: Deps = { ...built, verifier }
   const ownsStore = !options.store
   const shutdown = new AbortController()
   let closing: Promise<void> | undefined
@@ -116,19 +119,24 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
     await close()
     throw error
   }
-  const gateDeps = {
-    config,
-    verifier,
-    upstreamTokens: createUpstreamTokenSource(deps),
-    logger: deps.logger,
-    store: deps.store,
-    clock: deps.clock,
-  }
   return {
     app,
     config,
     deps,
-    requireAuth: (gateOptions) => requireBearer(gateDeps, gateOptions),
+    requireAuth(gateOptions) {
+      // The services /mcp uses: one verifier, one per-grant upstream-token cache, one audit
+      // trail and one set of metrics for the proxy's routes and the application's.
+      const gate = requireBearer(deps, gateOptions)
+      return async function requireAuth(c, next) {
+        if (requestIdOf(c) !== undefined) return gate(c, next)
+        // A host route registered before `proxy.app` runs ahead of the proxy's middleware:
+        // give it the correlation id the proxy's routes get, for its audit events.
+        return correlate(c, async () => {
+          const refused = await gate(c, next)
+          if (refused) c.res = refused
+        })
+      }
+    },
     close,
   }
 }

@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import type { Clock } from './clock.js'
 import { OAuthError } from './errors.js'
+import { KEY_TTL_SECONDS, storeKey } from './store/keys.js'
 import type { Store } from './store/store.js'
 
 type RateDeps = { store: Store; clock: Clock }
@@ -19,7 +20,7 @@ export async function consumeRate(
   if (perMinute <= 0) return
   const now = deps.clock.now()
   const window = Math.floor(now / 60)
-  const count = await deps.store.increment(`rate:${name}:${key}:${window}`, 60)
+  const count = await deps.store.increment(storeKey.rate(name, key, window), KEY_TTL_SECONDS.rate)
   if (count > perMinute) {
     const retryAfter = Math.max(1, Math.ceil((window + 1) * 60 - now))
     throw new OAuthError(

@@ -3,17 +3,11 @@ import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { serve } from '@hono/node-server'
-import type { Logger } from 'pino'
 import { createApp } from './app.js'
-import { systemClock } from './clock.js'
 import { type Config, ConfigError, loadConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { createLogger } from './logger.js'
-import { createMemoryStore } from './store/memory.js'
-import { createRedisStore } from './store/redis.js'
-import type { Store } from './store/store.js'
-import { createKeys } from './tokens/keys.js'
-import { createOidcUpstream } from './upstream/oidc.js'
+import { createServices, type ServiceOverrides } from './services.js'
 
 /** A running proxy: where it listens and how to stop it. */
 export interface RunningServer {
@@ -26,80 +20,16 @@ export interface RunningServer {
 
 const SHUTDOWN_GRACE_MS = 10_000
 
-/** What `createDeps` may be handed instead of building it from the configuration. */
-export interface DepsOptions {
-  logger?: Logger
-  /** Outbound HTTP to the upstream; default the global `fetch`. */
-  fetch?: typeof fetch
-  /** Default: Redis when `config.redisUrl` is set, else in memory. */
-  store?: Store
-  /** Replaces any built dependency (tests, the demo, library mode's `authorizeUser`). */
-  overrides?: Partial<Deps>
-}
-
 /**
- * Builds the dependencies from `config` alone (never from `process.env`): the store, the
- * signing and encryption keys (generated once and kept in the store when not configured), the
- * upstream client, the clock and the logger. The CLI server and library mode both start here.
- * The store belongs to the caller, who closes it (`deps.store.close()`) when done; a store
- * created here is closed again if the keys cannot be set up.
- */
-export async function createDeps(config: Config, options: DepsOptions = {}): Promise<Deps> {
-  const logger = options.logger ?? createLogger(config.logLevel)
-  const clock = systemClock
-  const store: Store =
-    options.store ??
-    (config.redisUrl
-      ? await createRedisStore({
-          url: config.redisUrl,
-          keyPrefix: config.redisKeyPrefix,
-          commandTimeoutMs: config.redisTimeoutMs,
-        })
-      : createMemoryStore(clock))
-  try {
-    const keys = await createKeys({
-      store,
-      clock,
-      signingKey: config.signingKey,
-      signingKeyPrevious: config.signingKeyPrevious,
-      encryptionKey: config.encryptionKey,
-      rotationSeconds: config.keyRotationSeconds,
-    })
-    const outbound = options.fetch ?? fetch
-    // Discovery is lazy: the proxy starts (and serves discovery) while the IdP is down.
-    const upstream = createOidcUpstream({
-      settings: config.upstream,
-      publicUrl: config.publicUrl,
-      timeoutSeconds: config.upstreamTimeoutSeconds,
-      fetch: outbound,
-      logger,
-      clock,
-    })
-    return {
-      config,
-      store,
-      keys,
-      clock,
-      logger,
-      fetch: outbound,
-      upstream,
-      ...options.overrides,
-    }
-  } catch (error) {
-    if (!options.store) await store.close()
-    throw error
-  }
-}
-
-/**
- * Builds the dependencies from `config` and serves the app on a node HTTP server. Options let
- * tests and the demo swap the logger or wrap outbound `fetch` without touching the environment.
+ * Builds the services from `config` (`createServices`) and serves the app on a node HTTP
+ * server. `overrides` let tests and the demo swap the logger, the clock or wrap outbound
+ * `fetch` without touching the environment.
  */
 export async function startServer(
   config: Config,
-  options: { logger?: Logger; fetch?: typeof fetch; overrides?: Partial<Deps> } = {},
+  overrides: ServiceOverrides = {},
 ): Promise<RunningServer> {
-  const deps = await createDeps(config, options)
+  const deps = await createServices(config, overrides)
   const { logger, store } = deps
   try {
     const shutdown = new AbortController()

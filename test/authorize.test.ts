@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { authorizationUrl, consentFields, pkce, registerClient, signIn } from './support/flow.js'
+import { noHang } from './support/hang.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 import type { UpstreamUser } from './support/upstream.js'
 import { location, UserAgent } from './support/user-agent.js'
 
-// GET /authorize fails in two phases (STYLE.md §2, RFC 6749 §4.1.2.1): until client_id and
+// GET /authorize fails in two phases (RFC 6749 §4.1.2.1): until client_id and
 // redirect_uri are trusted the user sees an error page, never a redirect; afterwards every
 // error goes back to the client with `error`, `state` and `iss` (RFC 9207).
 
@@ -535,9 +536,8 @@ describe('an unreachable or slow upstream', () => {
     try {
       const url = await registerAndRequest(proxy)
       await proxy.upstream.close()
-      const started = performance.now()
-      const back = await consent(proxy, url, new UserAgent())
-      expect(performance.now() - started).toBeLessThan(1500)
+      // The upstream refuses connections: answered, without waiting for anything.
+      const back = await noHang(consent(proxy, url, new UserAgent()), 'consent')
       expect(back.origin + back.pathname).toBe(CALLBACK)
       expect(Object.fromEntries(back.searchParams)).toEqual({
         error: 'temporarily_unavailable',
@@ -558,9 +558,7 @@ describe('an unreachable or slow upstream', () => {
       const upstreamLogin = await consent(proxy, await registerAndRequest(proxy), agent)
       const callback = await proxy.upstream.loginWith(upstreamLogin.href)
       await proxy.upstream.close()
-      const started = performance.now()
-      const back = location(await agent.fetch(callback))
-      expect(performance.now() - started).toBeLessThan(1500)
+      const back = location(await noHang(agent.fetch(callback), '/callback'))
       expect(back.searchParams.get('error')).toBe('temporarily_unavailable')
       expect(back.searchParams.get('state')).toBe('outage-state')
       expect(back.searchParams.get('iss')).toBe(proxy.url)
@@ -570,7 +568,8 @@ describe('an unreachable or slow upstream', () => {
   })
 
   it('gives up on an upstream token endpoint that never answers after UPSTREAM_TIMEOUT_SECONDS', async () => {
-    let hanging = 0
+    /** Why each held token request ended: only the proxy's own deadline may end it. */
+    const aborts: string[] = []
     // Holds the upstream token request open until the proxy's own deadline aborts it.
     const hangOnTokenEndpoint: typeof fetch = (input, init) => {
       const url = new URL(input instanceof Request ? input.url : String(input))
@@ -578,9 +577,15 @@ describe('an unreachable or slow upstream', () => {
       const signal = init?.signal
       if (!signal)
         throw new Error('the proxy called the upstream token endpoint without a deadline')
-      hanging++
       return new Promise<Response>((_resolve, reject) => {
-        signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+        signal.addEventListener(
+          'abort',
+          () => {
+            aborts.push((signal.reason as Error | undefined)?.name ?? String(signal.reason))
+            reject(signal.reason)
+          },
+          { once: true },
+        )
       })
     }
     const proxy = await startProxy({
@@ -592,12 +597,9 @@ describe('an unreachable or slow upstream', () => {
       const agent = new UserAgent()
       const upstreamLogin = await consent(proxy, await registerAndRequest(proxy), agent)
       const callback = await proxy.upstream.loginWith(upstreamLogin.href)
-      const started = performance.now()
-      const back = location(await agent.fetch(callback))
-      const elapsed = performance.now() - started
-      expect(hanging).toBe(1)
-      expect(elapsed).toBeGreaterThanOrEqual(900)
-      expect(elapsed).toBeLessThan(2500)
+      const back = location(await noHang(agent.fetch(callback), '/callback'))
+      // One request, ended by UPSTREAM_TIMEOUT_SECONDS (AbortSignal.timeout), nothing else.
+      expect(aborts).toEqual(['TimeoutError'])
       expect(Object.fromEntries(back.searchParams)).toEqual({
         error: 'temporarily_unavailable',
         error_description: 'the identity provider is unavailable; try again shortly',

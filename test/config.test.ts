@@ -179,6 +179,84 @@ describe('loadConfig', () => {
     expect(config.allowedOrgCodes).toEqual(['org_1', 'org_2'])
   })
 
+  it('reads OPEN_SCOPES and SCOPE_PERMISSIONS, a scope mapped to several permissions', () => {
+    const config = loadConfig({
+      ...KINDE,
+      SCOPES: 'openid reports:read reports:admin tools:basic',
+      OPEN_SCOPES: 'tools:basic',
+      SCOPE_PERMISSIONS:
+        'reports:admin=admin:reports, reports:admin=org:owner reports:read=read:reports,reports:admin=admin:reports',
+    })
+    expect(config.openScopes).toEqual(['tools:basic'])
+    expect(Object.fromEntries(config.scopePermissions)).toEqual({
+      'reports:admin': ['admin:reports', 'org:owner'],
+      'reports:read': ['read:reports'],
+    })
+    const defaults = loadConfig(KINDE)
+    expect(defaults.openScopes).toEqual([])
+    expect(defaults.scopePermissions.size).toBe(0)
+  })
+
+  it.each([
+    [
+      'an OPEN_SCOPES entry SCOPES does not offer',
+      { OPEN_SCOPES: 'reports:admin' },
+      'OPEN_SCOPES: reports:admin is not one of SCOPES',
+    ],
+    [
+      'an OPEN_SCOPES entry that is no scope token',
+      { OPEN_SCOPES: 'tools"basic' },
+      'OPEN_SCOPES: "tools\\"basic" is not a scope name',
+    ],
+    [
+      'a SCOPE_PERMISSIONS entry without a permission',
+      { SCOPE_PERMISSIONS: 'tools:basic=' },
+      'SCOPE_PERMISSIONS: "tools:basic=" is not scope=permission (e.g. reports:admin=admin:reports)',
+    ],
+    [
+      'a SCOPE_PERMISSIONS entry without a scope',
+      { SCOPE_PERMISSIONS: '=admin:reports' },
+      'SCOPE_PERMISSIONS: "=admin:reports" is not scope=permission (e.g. reports:admin=admin:reports)',
+    ],
+    [
+      'a SCOPE_PERMISSIONS entry without an equals sign',
+      { SCOPE_PERMISSIONS: 'tools:basic' },
+      'SCOPE_PERMISSIONS: "tools:basic" is not scope=permission (e.g. reports:admin=admin:reports)',
+    ],
+    [
+      'a SCOPE_PERMISSIONS entry with two equals signs',
+      { SCOPE_PERMISSIONS: 'tools:basic=a=b' },
+      'SCOPE_PERMISSIONS: "tools:basic=a=b" is not scope=permission (e.g. reports:admin=admin:reports)',
+    ],
+    [
+      'a SCOPE_PERMISSIONS permission with a control character',
+      { SCOPE_PERMISSIONS: 'tools:basic=adm\u0007in' },
+      'SCOPE_PERMISSIONS: "tools:basic=adm\\u0007in" is not scope=permission (e.g. reports:admin=admin:reports)',
+    ],
+    [
+      'a SCOPE_PERMISSIONS scope SCOPES does not offer',
+      { SCOPE_PERMISSIONS: 'reports:admin=admin:reports' },
+      'SCOPE_PERMISSIONS: reports:admin is not one of SCOPES',
+    ],
+    [
+      'a SCOPE_PERMISSIONS mapping of an OpenID Connect scope',
+      { SCOPE_PERMISSIONS: 'email=read:email' },
+      'SCOPE_PERMISSIONS: email is granted to every user (OpenID Connect or OPEN_SCOPES); a permission for it would never be asked',
+    ],
+    [
+      'a SCOPE_PERMISSIONS mapping of an open scope',
+      { OPEN_SCOPES: 'tools:basic', SCOPE_PERMISSIONS: 'tools:basic=admin' },
+      'SCOPE_PERMISSIONS: tools:basic is granted to every user (OpenID Connect or OPEN_SCOPES); a permission for it would never be asked',
+    ],
+    [
+      'a SCOPE_PERMISSIONS key that names an Object.prototype member',
+      { SCOPE_PERMISSIONS: '__proto__=admin constructor=admin' },
+      'SCOPE_PERMISSIONS: __proto__ is not one of SCOPES',
+    ],
+  ])('refuses %s, naming it', (_case, env, problem) => {
+    expect(problemsOf({ ...KINDE, SCOPES: 'openid email tools:basic', ...env })).toContain(problem)
+  })
+
   it('reads static clients from JSON and checks their redirect URIs', () => {
     const config = loadConfig({
       ...KINDE,

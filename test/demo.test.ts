@@ -12,6 +12,7 @@ import { auth } from '@modelcontextprotocol/sdk/client/auth.js'
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TestOAuthProvider } from './support/flow.js'
+import { noHang } from './support/hang.js'
 import { connectClient, resultJson } from './support/mcp.js'
 import { freePort } from './support/net.js'
 import { location, UserAgent } from './support/user-agent.js'
@@ -132,10 +133,10 @@ describe('npm run demo', () => {
   it('stops both servers on SIGTERM, even with an MCP client still connected', async () => {
     expect(clients).toHaveLength(1) // its GET stream is open: the proxy alone would wait 10 s
     const pid = demo.pid as number
-    const started = Date.now()
     process.kill(-pid, 'SIGTERM')
-    await exited
-    expect(Date.now() - started).toBeLessThan(6000)
+    // Held by the open stream, the proxy would wait out its 10 s shutdown grace before cutting
+    // connections: that wait is the hang this detects, with seconds to spare either side.
+    await noHang(exited, 'the demo after SIGTERM', 9000)
     await waitUntilClosed(port)
     await waitUntilClosed(idpPort)
     expect(output).toContain('mcp-oauth-proxy demo: stopping')

@@ -84,6 +84,8 @@ const ALICE = {
   email: 'alice@acme.test',
   email_verified: true,
   org_code: 'org_acme',
+  // What backs the example tool's reports:read scope.
+  permissions: ['reports:read'],
 }
 
 describe('examples/library.ts', () => {

@@ -2,6 +2,7 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadConfig } from '../src/config.js'
 import { type RunningServer, startServer } from '../src/server.js'
+import { createTestClock } from './support/clock.js'
 import {
   authorizationUrl,
   consentFields,
@@ -10,6 +11,7 @@ import {
   registerClient,
   signIn,
 } from './support/flow.js'
+import { HANG_MS, noHang } from './support/hang.js'
 import {
   accessTokenOf,
   initializeMessage,
@@ -24,15 +26,10 @@ import { location, UserAgent } from './support/user-agent.js'
 
 // Faults around the proxy: Redis killed or frozen under a running proxy, the proxy itself
 // restarted in the middle of a sign-in, and an upstream that is slow or answers garbage.
-// Every failure must be a clean OAuth answer within a bound, never a 500 or a hang, and the
-// proxy must recover on its own once the fault is gone.
+// Every failure must be a clean OAuth answer, never a 500 or a hang, and the proxy must
+// recover on its own once the fault is gone. Answers are awaited through a hang detector,
+// not timed: a test that measures milliseconds fails on a loaded machine, not on a bug.
 
-/** The Redis store's default command timeout is 2 s; an answer must come within that and slack. */
-const STORE_BOUND_MS = 3000
-/** With `REDIS_TIMEOUT_MS=500`, a frozen Redis is given up on well before the 2 s default. */
-const HUNG_STORE_BOUND_MS = 1800
-/** UPSTREAM_TIMEOUT_SECONDS is 1 below: every upstream failure is answered within that and slack. */
-const UPSTREAM_BOUND_MS = 1500
 const AGENT = { client_id: 'agent-faults', client_secret: 'agent-faults-secret', org_code: 'org_f' }
 const REDIRECT_URI = 'http://127.0.0.1:7401/cb'
 
@@ -40,15 +37,13 @@ interface Answer {
   status: number
   headers: Headers
   text: string
-  ms: number
 }
 
-/** Fetches, reading the whole body, and measures how long the answer took. */
-async function timed(request: Promise<Response>): Promise<Answer> {
-  const started = performance.now()
-  const res = await request
-  const text = await res.text()
-  return { status: res.status, headers: res.headers, text, ms: performance.now() - started }
+/** Fetches, reading the whole body; fails if the proxy never answers. */
+async function answered(request: Promise<Response>): Promise<Answer> {
+  const res = await noHang(request, 'the proxy')
+  const text = await noHang(res.text(), 'the response body')
+  return { status: res.status, headers: res.headers, text }
 }
 
 function basic(id: string, secret: string): string {
@@ -78,17 +73,19 @@ function register(url: string): Promise<Response> {
   })
 }
 
-/** Expects the store-outage answer: 503 `temporarily_unavailable` with `Retry-After`, in time. */
-function expectUnavailable(answer: Answer, boundMs = STORE_BOUND_MS): void {
+/** Expects the outage answer: 503 `temporarily_unavailable` with `Retry-After`. */
+function expectUnavailable(answer: Answer): void {
   expect({ status: answer.status, body: JSON.parse(answer.text) }).toEqual({
     status: 503,
     body: { error: 'temporarily_unavailable', error_description: expect.any(String) },
   })
   expect(Number(answer.headers.get('retry-after'))).toBeGreaterThan(0)
-  expect(answer.ms).toBeLessThan(boundMs)
 }
 
 describe('Redis going away under a running proxy', () => {
+  // Time stands still in the proxy unless the test moves it: the verifier's cache window
+  // ends when the test says so, not when the machine gets round to it.
+  const clock = createTestClock(Math.floor(Date.now() / 1000))
   let redis: RedisServer
   let proxy: ProxyUnderTest
   let mcpUrl: string
@@ -99,6 +96,7 @@ describe('Redis going away under a running proxy', () => {
     redis = await startRedisServer({ persist: true })
     proxy = await startProxy({
       flavor: 'kinde',
+      clock,
       env: { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'faults:', REDIS_TIMEOUT_MS: '500' },
       upstream: { m2mClients: [AGENT] },
     })
@@ -114,10 +112,9 @@ describe('Redis going away under a running proxy', () => {
     const clientId = provider.information?.client_id as string
     const sessionToken = accessTokenOf(provider)
     // The gate caches this token's verification from here, for its TTL (5 s).
-    const verifiedAt = performance.now()
     const sessionId = await openSession(mcpUrl, sessionToken)
     const call = (token = sessionToken) =>
-      timed(mcpRequest(mcpUrl, { token, sessionId, body: toolCallMessage('whoami') }))
+      answered(mcpRequest(mcpUrl, { token, sessionId, body: toolCallMessage('whoami') }))
     expect((await call()).status).toBe(200)
     // A second family member, never shown to /mcp: nothing about it is cached there.
     const rotated = await formPost(proxy.url, {
@@ -128,7 +125,7 @@ describe('Redis going away under a running proxy', () => {
     expect(rotated.status).toBe(200)
     const next = (await rotated.json()) as { access_token: string; refresh_token: string }
     const refresh = () =>
-      timed(
+      answered(
         formPost(proxy.url, {
           grant_type: 'refresh_token',
           refresh_token: next.refresh_token,
@@ -148,22 +145,21 @@ describe('Redis going away under a running proxy', () => {
     const cached = note(await call())
     expect(cached.status).toBe(200)
     expect(cached.text).toContain('"result"')
-    expect(cached.ms).toBeLessThan(STORE_BOUND_MS)
 
     // Anything that needs the store is refused as temporarily unavailable, fast.
     expectUnavailable(note(await call(next.access_token)))
-    expectUnavailable(note(await timed(register(proxy.url))))
+    expectUnavailable(note(await answered(register(proxy.url))))
     expectUnavailable(note(await refresh()))
-    expectUnavailable(note(await timed(clientCredentials(proxy.url))))
+    expectUnavailable(note(await answered(clientCredentials(proxy.url))))
     expectUnavailable(
       note(
-        await timed(
+        await answered(
           formPost(proxy.url, { token: next.refresh_token, client_id: clientId }, '/revoke'),
         ),
       ),
     )
     const authorize = note(
-      await timed(
+      await answered(
         fetch(
           authorizationUrl(proxy.url, {
             response_type: 'code',
@@ -177,12 +173,11 @@ describe('Redis going away under a running proxy', () => {
       ),
     )
     expectUnavailable(authorize)
-    const ready = note(await timed(fetch(`${proxy.url}/readyz`)))
+    const ready = note(await answered(fetch(`${proxy.url}/readyz`)))
     expect([ready.status, JSON.parse(ready.text)]).toEqual([
       503,
       { status: 'unavailable', reason: 'store does not answer' },
     ])
-    expect(ready.ms).toBeLessThan(STORE_BOUND_MS)
     // Liveness and discovery need no store (the keys are held in memory between reloads).
     for (const path of [
       '/healthz',
@@ -190,27 +185,21 @@ describe('Redis going away under a running proxy', () => {
       '/.well-known/oauth-protected-resource/mcp',
       '/.well-known/jwks.json',
     ]) {
-      expect(note(await timed(fetch(`${proxy.url}${path}`))).status).toBe(200)
+      expect(note(await answered(fetch(`${proxy.url}${path}`))).status).toBe(200)
     }
 
     // Past the verifier's TTL even the cached token needs the deny-list, and is refused.
-    await expect
-      .poll(async () => note(await call()).status, {
-        timeout: Math.max(0, verifiedAt + 5000 + STORE_BOUND_MS - performance.now()),
-        interval: 200,
-      })
-      .toBe(503)
+    clock.advance(5)
+    expectUnavailable(note(await call()))
 
     await redis.start()
-    const restartedAt = performance.now()
+    // ioredis reconnects on its own (retrying at most every 2 s): no restart of the proxy.
     await expect
-      .poll(async () => note(await timed(fetch(`${proxy.url}/readyz`))).status, {
-        timeout: 5000,
+      .poll(async () => note(await answered(fetch(`${proxy.url}/readyz`))).status, {
+        timeout: HANG_MS,
         interval: 100,
       })
       .toBe(200)
-    // ioredis retries at most every 2 s: the proxy is back within that and some slack.
-    expect(performance.now() - restartedAt).toBeLessThan(STORE_BOUND_MS + 1000)
 
     // Nothing was lost and nothing needs a restart: the family refreshes, both tokens work,
     // the session goes on, the registration stands, new clients and agents get through.
@@ -219,8 +208,8 @@ describe('Redis going away under a running proxy', () => {
     expect(JSON.parse(after.text).refresh_token).not.toBe(next.refresh_token)
     expect(note(await call()).status).toBe(200)
     expect(note(await call(next.access_token)).status).toBe(200)
-    expect(note(await timed(register(proxy.url))).status).toBe(201)
-    expect(note(await timed(clientCredentials(proxy.url))).status).toBe(200)
+    expect(note(await answered(register(proxy.url))).status).toBe(201)
+    expect(note(await answered(clientCredentials(proxy.url))).status).toBe(200)
     const back = await signIn(
       proxy,
       authorizationUrl(proxy.url, {
@@ -245,17 +234,17 @@ describe('Redis going away under a running proxy', () => {
     try {
       // Frozen, not gone: the connection stays open and only the command timeout ends a wait.
       const [ready, ...answers] = await Promise.all([
-        timed(fetch(`${proxy.url}/readyz`)),
-        timed(register(proxy.url)),
-        timed(
+        answered(fetch(`${proxy.url}/readyz`)),
+        answered(register(proxy.url)),
+        answered(
           formPost(proxy.url, {
             grant_type: 'refresh_token',
             refresh_token: refreshToken,
             client_id: clientId,
           }),
         ),
-        timed(clientCredentials(proxy.url)),
-        timed(
+        answered(clientCredentials(proxy.url)),
+        answered(
           mcpRequest(`${proxy.url}/mcp`, {
             token: accessTokenOf(provider),
             body: initializeMessage(),
@@ -263,15 +252,15 @@ describe('Redis going away under a running proxy', () => {
         ),
       ])
       // REDIS_TIMEOUT_MS is 500 here: well inside the default 2 s a hang would otherwise cost.
-      for (const answer of answers) expectUnavailable(answer, HUNG_STORE_BOUND_MS)
+      // Only the command timeout (REDIS_TIMEOUT_MS) can end these waits: each is answered.
+      for (const answer of answers) expectUnavailable(answer)
       expect(ready?.status).toBe(503)
-      expect(ready?.ms).toBeLessThan(HUNG_STORE_BOUND_MS)
     } finally {
       redis.resume()
     }
 
     await expect
-      .poll(async () => (await fetch(`${proxy.url}/readyz`)).status, { timeout: 5000 })
+      .poll(async () => (await fetch(`${proxy.url}/readyz`)).status, { timeout: HANG_MS })
       .toBe(200)
     const refreshed = await formPost(proxy.url, {
       grant_type: 'refresh_token',
@@ -403,6 +392,7 @@ type Fault = 'text' | 'bad-json' | 'html-502' | 'no-access-token' | 'invalid-gra
  */
 function faultyTokenEndpoint() {
   let fault: Fault | undefined
+  const aborts: string[] = []
   const respond = (kind: Fault, signal: AbortSignal | null | undefined): Promise<Response> => {
     switch (kind) {
       case 'text':
@@ -433,7 +423,14 @@ function faultyTokenEndpoint() {
         // Never answers: only the proxy's own deadline ends the request.
         return new Promise<Response>((_resolve, reject) => {
           if (!signal) throw new Error('the proxy called the token endpoint without a deadline')
-          signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+          signal.addEventListener(
+            'abort',
+            () => {
+              aborts.push((signal.reason as Error | undefined)?.name ?? String(signal.reason))
+              reject(signal.reason)
+            },
+            { once: true },
+          )
         })
     }
   }
@@ -447,6 +444,8 @@ function faultyTokenEndpoint() {
     set: (next: Fault | undefined) => {
       fault = next
     },
+    /** Why each hung request was aborted (the abort reason's name). */
+    aborts: () => [...aborts],
   }
 }
 
@@ -514,7 +513,7 @@ describe('an upstream token endpoint that is slow or answers garbage', () => {
   }
 
   const refresh = (token: string) =>
-    timed(
+    answered(
       formPost(proxy.url, {
         grant_type: 'refresh_token',
         refresh_token: token,
@@ -556,7 +555,7 @@ describe('an upstream token endpoint that is slow or answers garbage', () => {
     } finally {
       upstream.set(undefined)
     }
-    expectUnavailable(failed, UPSTREAM_BOUND_MS)
+    expectUnavailable(failed)
     // Garbage is no verdict on the session: the same token refreshes once the upstream behaves.
     expect((await refresh(token)).status).toBe(200)
   })
@@ -577,7 +576,7 @@ describe('an upstream token endpoint that is slow or answers garbage', () => {
   it.each(GARBAGE)('answers client_credentials with 503 (%s)', async (fault) => {
     upstream.set(fault)
     try {
-      expectUnavailable(await timed(clientCredentials(proxy.url)), UPSTREAM_BOUND_MS)
+      expectUnavailable(await answered(clientCredentials(proxy.url)))
     } finally {
       upstream.set(undefined)
     }
@@ -590,12 +589,11 @@ describe('an upstream token endpoint that is slow or answers garbage', () => {
     try {
       const [refreshed, agent] = await Promise.all([
         refresh(token),
-        timed(clientCredentials(proxy.url)),
+        answered(clientCredentials(proxy.url)),
       ])
-      for (const answer of [refreshed, agent]) {
-        expectUnavailable(answer, UPSTREAM_BOUND_MS)
-        expect(answer.ms).toBeGreaterThanOrEqual(900)
-      }
+      for (const answer of [refreshed, agent]) expectUnavailable(answer)
+      // Ended by the proxy's own deadline (UPSTREAM_TIMEOUT_SECONDS), not by anything else.
+      expect(upstream.aborts()).toEqual(['TimeoutError', 'TimeoutError'])
     } finally {
       upstream.set(undefined)
     }

@@ -15,10 +15,13 @@ import {
   type McpAuthProxy,
 } from '../src/index.js'
 import { mintAccessToken } from '../src/tokens/access-token.js'
+import { findGrant, upstreamTokens } from '../src/tokens/grants.js'
+import { createTestClock } from './support/clock.js'
 import { signIn, TestOAuthProvider } from './support/flow.js'
 import {
   accessTokenOf,
   connectClient,
+  initializeMessage,
   mcpRequest,
   resultJson,
   serveApp,
@@ -80,7 +83,13 @@ describe('createMcpAuthProxy (library mode)', () => {
       users: [ALICE, MALLORY],
     })
     proxy = await createMcpAuthProxy({
-      config: { PUBLIC_URL: url, SCOPES, ...upstreamEnv(upstream) },
+      config: {
+        PUBLIC_URL: url,
+        SCOPES,
+        // Alice's upstream permission backs both report scopes.
+        SCOPE_PERMISSIONS: 'reports:read=reports:export reports:write=reports:export',
+        ...upstreamEnv(upstream),
+      },
       logger: pino({ level: 'silent' }),
       tools: [listReports],
       authorizeUser: (user) => {
@@ -150,7 +159,7 @@ describe('createMcpAuthProxy (library mode)', () => {
     })
     expect(response.status).toBe(403)
     expect(response.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this call needs the scope reports:read", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:read"`,
+      `Bearer error="insufficient_scope", error_description="this call needs the scope reports:read (upstream permission reports:read or reports:export)", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:read"`,
     )
   })
 
@@ -221,7 +230,7 @@ describe('createMcpAuthProxy (library mode)', () => {
     })
     expect(refused.status).toBe(403)
     expect(refused.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this request needs the scope reports:write", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:write"`,
+      `Bearer error="insufficient_scope", error_description="this request needs the scope reports:write (upstream permission reports:write or reports:export)", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:write"`,
     )
     const allowed = await fetch(`${url}/api/reports`, {
       method: 'POST',
@@ -302,6 +311,132 @@ describe('createMcpAuthProxy (library mode)', () => {
     })
     return token
   }
+})
+
+describe('an application route behind requireAuth, on the proxy’s own services', () => {
+  // Short upstream tokens and a clock the test moves: the proxy token outlives its upstream
+  // token, so requests renew it, with no waiting.
+  const UPSTREAM_TTL_SECONDS = 60
+  let upstream: Upstream
+  let proxy: McpAuthProxy
+  let server: Server
+  let url: string
+  const clock = createTestClock(Math.floor(Date.now() / 1000))
+  const audit: Record<string, unknown>[] = []
+
+  beforeAll(async () => {
+    const port = await freePort()
+    url = `http://127.0.0.1:${port}`
+    upstream = await startUpstream({
+      flavor: 'kinde',
+      client: { ...PROXY_CLIENT, redirect_uris: [`${url}/callback`] },
+      users: [ALICE],
+      accessTokenTtlSeconds: UPSTREAM_TTL_SECONDS,
+    })
+    proxy = await createMcpAuthProxy({
+      config: { PUBLIC_URL: url, SCOPES, ...upstreamEnv(upstream) },
+      logger: pino({ level: 'silent' }),
+      clock,
+      auditDestination: { write: (line: string) => void audit.push(JSON.parse(line)) },
+    })
+    const app = new Hono()
+    app.get('/api/me', proxy.requireAuth(), (c) => c.json({ sub: c.get('auth').sub }))
+    app.route('/', proxy.app)
+    server = await new Promise<Server>((resolve) => {
+      const started = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' }, () =>
+        resolve(started as Server),
+      )
+    })
+  })
+  afterAll(async () => {
+    await new Promise<void>((resolve) => {
+      server?.close(() => resolve())
+      server?.closeAllConnections()
+    })
+    await proxy?.close()
+    await upstream?.close()
+  })
+
+  const me = (token: string) =>
+    fetch(`${url}/api/me`, { headers: { authorization: `Bearer ${token}` } })
+
+  /** A `/metrics` sample whose name and labels include all of `parts`; 0 when absent. */
+  async function metric(...parts: string[]): Promise<number> {
+    const text = await (await fetch(`${url}/metrics`)).text()
+    const line = text
+      .split('\n')
+      .find((l) => !l.startsWith('#') && parts.every((p) => l.includes(p)))
+    return line ? Number(line.split(' ').at(-1)) : 0
+  }
+  const upstreamRefreshes = () =>
+    metric(
+      'mcp_oauth_proxy_upstream_request_duration_seconds_count{',
+      'operation="refresh"',
+      'outcome="ok"',
+    )
+
+  /** Revokes the upstream refresh token behind `token`'s grant, as an admin or a logout would. */
+  async function endUpstreamSession(token: string) {
+    const verified = await proxy.deps.verifier.verify(token)
+    const grant = await findGrant(proxy.deps, verified.upstream.gid as string)
+    if (!grant) throw new Error('no grant behind the token')
+    const tokens = await upstreamTokens(proxy.deps, grant)
+    await proxy.deps.upstream.revoke(tokens.refreshToken as string, 'refresh_token')
+  }
+
+  it('counts the route’s upstream refresh in /metrics, and /mcp then uses the refreshed token', async () => {
+    const alice = await signedInProvider({ url, upstream }, { user: ALICE.sub, port: 43122 })
+    const token = accessTokenOf(alice)
+    expect(await upstreamRefreshes()).toBe(0)
+
+    clock.advance(UPSTREAM_TTL_SECONDS + 1)
+    const response = await me(token)
+    expect(response.status).toBe(200)
+    expect(await response.json()).toEqual({ sub: ALICE.sub })
+    expect(await upstreamRefreshes()).toBe(1)
+
+    // One per-grant cache: /mcp finds the token the route renewed and refreshes nothing.
+    const { client } = await connectClient(`${url}/mcp`, alice)
+    try {
+      const result = await client.callTool({ name: 'upstream_userinfo', arguments: {} })
+      expect(resultJson(result)).toMatchObject({ sub: ALICE.sub })
+    } finally {
+      await client.close()
+    }
+    expect(await upstreamRefreshes()).toBe(1)
+  })
+
+  it('records an upstream that ended the session in the audit trail, as /mcp does', async () => {
+    const viaRoute = await signedInProvider({ url, upstream }, { user: ALICE.sub, port: 43123 })
+    const viaMcp = await signedInProvider({ url, upstream }, { user: ALICE.sub, port: 43124 })
+    await endUpstreamSession(accessTokenOf(viaRoute))
+    await endUpstreamSession(accessTokenOf(viaMcp))
+    clock.advance(UPSTREAM_TTL_SECONDS + 1)
+
+    const ended = 'error_description="the identity provider ended this session; sign in again"'
+    const refusedRoute = await me(accessTokenOf(viaRoute))
+    expect(refusedRoute.status).toBe(401)
+    expect(refusedRoute.headers.get('www-authenticate')).toContain(ended)
+    const refusedMcp = await mcpRequest(`${url}/mcp`, {
+      token: accessTokenOf(viaMcp),
+      body: initializeMessage(),
+    })
+    expect(refusedMcp.status).toBe(401)
+    expect(refusedMcp.headers.get('www-authenticate')).toContain(ended)
+
+    const revoked = (clientId: string | undefined) =>
+      audit.find((line) => line.event === 'token.revoked' && line.client_id === clientId)
+    const expected = {
+      event: 'token.revoked',
+      kind: 'grant',
+      sub: ALICE.sub,
+      reason: 'the identity provider answered invalid_grant to a refresh',
+      request_id: expect.any(String),
+    }
+    expect(revoked(viaRoute.information?.client_id)).toMatchObject(expected)
+    expect(revoked(viaMcp.information?.client_id)).toMatchObject(expected)
+    expect(await metric('mcp_oauth_proxy_security_events_total{', 'event="token.revoked"')).toBe(2)
+  })
 })
 
 describe('createMcpAuthProxy configuration', () => {

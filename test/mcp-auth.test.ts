@@ -10,7 +10,6 @@ import { createMcpEndpoint } from '../src/mcp/endpoint.js'
 import { defineTool, jsonResult } from '../src/mcp/tools.js'
 import type { Store } from '../src/store/store.js'
 import { type AccessTokenParams, mintAccessToken } from '../src/tokens/access-token.js'
-import { createAccessTokenVerifier } from '../src/tokens/verifier.js'
 import { registerClient } from './support/flow.js'
 import {
   initializeMessage,
@@ -20,7 +19,7 @@ import {
   serveApp,
   toolCallMessage,
 } from './support/mcp.js'
-import { type ProxyUnderTest, startProxy } from './support/proxy.js'
+import { type ProxyUnderTest, siblingServices, startProxy } from './support/proxy.js'
 
 const SCOPES = 'openid profile email tools:admin'
 
@@ -295,7 +294,9 @@ describe('the bearer gate on /mcp', () => {
       get: (key) =>
         down ? Promise.reject(new StoreUnavailableError(new Error('down'))) : deps.store.get(key),
     }
-    const app = await serveApp(createApp({ ...deps, store: flaky }))
+    const app = await serveApp(
+      createApp(await siblingServices(proxy, { overrides: { store: flaky } })),
+    )
     try {
       const cached = await mint()
       const warm = await mcpRequest(`${app.url}/mcp`, { token: cached, body: initializeMessage() })
@@ -335,11 +336,7 @@ describe('per-tool scopes (step-up, 403 insufficient_scope)', () => {
       handler: ({ period }, { caller }) => jsonResult({ period, sub: caller.sub }),
     })
     // Stateless, so every call is one request; the gate is the same in both modes.
-    const endpointDeps = {
-      ...deps,
-      config: { ...deps.config, mcpSessions: 'stateless' as const },
-      verifier: createAccessTokenVerifier(deps),
-    }
+    const endpointDeps = await siblingServices(proxy, { config: { mcpSessions: 'stateless' } })
     app = await serveApp(
       new Hono().route('/', createMcpEndpoint(endpointDeps, { tools: [adminReport] })),
     )
@@ -354,12 +351,12 @@ describe('per-tool scopes (step-up, 403 insufficient_scope)', () => {
     })
     expect(response.status).toBe(403)
     expect(response.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this call needs the scope tools:admin", resource_metadata="${metadataUrl()}", scope="tools:admin"`,
+      `Bearer error="insufficient_scope", error_description="this call needs the scope tools:admin (upstream permission tools:admin)", resource_metadata="${metadataUrl()}", scope="tools:admin"`,
     )
     expect(response.headers.get('access-control-expose-headers')).toContain('WWW-Authenticate')
     expect(await response.json()).toEqual({
       error: 'insufficient_scope',
-      error_description: 'this call needs the scope tools:admin',
+      error_description: 'this call needs the scope tools:admin (upstream permission tools:admin)',
     })
   })
 

@@ -14,7 +14,7 @@ import {
   signedInProvider,
   toolCallMessage,
 } from './support/mcp.js'
-import { type ProxyUnderTest, startProxy } from './support/proxy.js'
+import { type ProxyUnderTest, siblingServices, startProxy } from './support/proxy.js'
 import type { UpstreamFlavor } from './support/upstream.js'
 
 const ALICE = {
@@ -293,7 +293,9 @@ describe.each(['memory', 'redis'] as const)(
 
     it('refreshes once across instances sharing the store (the grant lock)', async () => {
       // A second instance: same store and keys, its own verifier and refresh cache.
-      const twin = await serveApp(createApp(proxy.server.deps))
+      const twin = await serveApp(
+        createApp(await siblingServices(proxy, { overrides: { fetch: countingFetch } })),
+      )
       const here = await connectClient(`${proxy.url}/mcp`, alice)
       const there = await connectClient(`${twin.url}/mcp`, alice)
       try {

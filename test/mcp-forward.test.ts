@@ -15,6 +15,7 @@ import { createKeys } from '../src/tokens/keys.js'
 import { createTestClock } from './support/clock.js'
 import { problemsOf } from './support/config.js'
 import type { TestOAuthProvider } from './support/flow.js'
+import { noHang } from './support/hang.js'
 import {
   accessTokenOf,
   connectClient,
@@ -558,15 +559,14 @@ describe('forward mode: backend failures', () => {
   it('answers 504 when the backend sends no headers in time', async () => {
     backend.fault = () =>
       new Promise<Response>((resolve) => hanging.push(() => resolve(new Response(null))))
-    const started = performance.now()
-    const response = await initialize()
+    const response = await noHang(initialize(), 'the proxy')
     backend.fault = undefined
     expect(response.status).toBe(504)
+    // The header timeout (1 s here) ended the wait, and says so.
     expect(await response.json()).toEqual({
       error: 'temporarily_unavailable',
       error_description: 'the MCP backend did not answer within 1 s',
     })
-    expect(performance.now() - started).toBeGreaterThanOrEqual(900)
   })
 
   it('lets a streamed answer run past the header timeout', async () => {

@@ -8,7 +8,6 @@ import { createMcpEndpoint } from '../src/mcp/endpoint.js'
 import { defineTool, jsonResult } from '../src/mcp/tools.js'
 import { HttpServerTransport } from '../src/mcp/transport.js'
 import { mintAccessToken } from '../src/tokens/access-token.js'
-import { createAccessTokenVerifier } from '../src/tokens/verifier.js'
 import {
   initializeMessage,
   mcpRequest,
@@ -19,7 +18,7 @@ import {
   serveApp,
   toolCallMessage,
 } from './support/mcp.js'
-import { type ProxyUnderTest, startProxy } from './support/proxy.js'
+import { type ProxyUnderTest, siblingServices, startProxy } from './support/proxy.js'
 
 // The Streamable HTTP transport of /mcp (MCP 2025-11-25, basic/transports), in both modes,
 // with tools that talk to the client before they answer.
@@ -86,11 +85,7 @@ const held = defineTool({
 })
 
 async function serveEndpoint(mode: 'stateful' | 'stateless') {
-  const endpointDeps = {
-    ...deps,
-    config: { ...deps.config, mcpSessions: mode },
-    verifier: createAccessTokenVerifier(deps),
-  }
+  const endpointDeps = await siblingServices(proxy, { config: { mcpSessions: mode } })
   const endpoint = createMcpEndpoint(endpointDeps, { tools: [countdown, requestHeaders, held] })
   return serveApp(new Hono().route('/', endpoint))
 }

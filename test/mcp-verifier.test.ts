@@ -1,10 +1,12 @@
 import { beforeEach, describe, expect, it } from 'vitest'
 import type { Deps } from '../src/deps.js'
+import { createMemoryStore } from '../src/store/memory.js'
+import type { Store } from '../src/store/store.js'
 import { mintAccessToken } from '../src/tokens/access-token.js'
 import { denyAccessToken } from '../src/tokens/grants.js'
 import { createAccessTokenVerifier } from '../src/tokens/verifier.js'
 import { createTestApp } from './support/app.js'
-import type { TestClock } from './support/clock.js'
+import { createTestClock, type TestClock } from './support/clock.js'
 
 let deps: Deps
 let clock: TestClock
@@ -12,20 +14,17 @@ let clock: TestClock
 let lookups: number
 
 beforeEach(async () => {
-  const app = await createTestApp()
-  clock = app.clock
+  clock = createTestClock()
   lookups = 0
-  const store = app.store
-  deps = {
-    ...app.deps,
-    store: {
-      ...store,
-      get: (key) => {
-        if (key.startsWith('revoked:')) lookups++
-        return store.get(key)
-      },
+  const store = createMemoryStore(clock)
+  const counting: Store = {
+    ...store,
+    get: (key) => {
+      if (key.startsWith('revoked:')) lookups++
+      return store.get(key)
     },
   }
+  ;({ deps } = await createTestApp({ clock, store: counting }))
 })
 
 async function mint(ttlSeconds = 3600) {

@@ -84,7 +84,7 @@ beforeAll(async () => {
         },
       ]),
     },
-    overrides: { metadataDocuments: { allowPrivateAddresses: true, ca: https.ca } },
+    metadataDocuments: { allowPrivateAddresses: true, ca: https.ca },
   })
   mcpUrl = `${proxy.url}/mcp`
   tokenUrl = `${proxy.url}/token`

@@ -12,6 +12,7 @@ import {
   presentedToken,
   verifyDpopAtResource,
 } from '../tokens/dpop.js'
+import { describeNeededScopes } from '../tokens/policy.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerChallenge } from './challenge.js'
 import type { Caller } from './tools.js'
@@ -46,8 +47,8 @@ export interface BearerGateOptions {
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
 /**
- * The bearer gate of the MCP endpoint (RFC 6750, RFC 9728 §5.1, MCP authorization spec),
- * STYLE.md §8. The token is read from the `Authorization` header only (never the query). No
+ * The bearer gate of the MCP endpoint (RFC 6750, RFC 9728 §5.1, MCP authorization spec), with
+ * challenges exact enough for clients to act on. The token is read from the `Authorization` header only (never the query). No
  * token: 401 with a challenge naming the resource metadata and scopes but no error code
  * (RFC 6750 §3.1); a token the verifier refuses: 401 `invalid_token` with why; a `tools/call`
  * for a tool needing scopes the token lacks: 403 `insufficient_scope` naming them, so the
@@ -57,7 +58,10 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
  * `AuthInfo.extra`, and leaves the parsed body for the transport, which then does not read it.
  */
 export function mcpBearerAuth(
-  config: Pick<Config, 'issuer' | 'resource' | 'scopes' | 'dpopRequired'>,
+  config: Pick<
+    Config,
+    'issuer' | 'resource' | 'scopes' | 'openScopes' | 'scopePermissions' | 'dpopRequired'
+  >,
   options: BearerGateOptions,
 ): MiddlewareHandler<McpEnv> {
   const resource = new URL(config.resource)
@@ -131,7 +135,7 @@ export function mcpBearerAuth(
         throw refuse(
           403,
           'insufficient_scope',
-          `this call needs the scope${needed.length > 1 ? 's' : ''} ${needed.join(' ')}`,
+          describeNeededScopes(config, needed, 'call'),
           needed,
         )
       }

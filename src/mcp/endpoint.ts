@@ -30,7 +30,6 @@ import {
   readMessages,
   wantsStream,
 } from './transport.js'
-import { createUpstreamTokenSource, type UpstreamTokenSourceOptions } from './upstream-token.js'
 
 /** What the endpoint needs: the app's dependencies, with the verifier `/revoke` also uses. */
 export type McpDeps = Deps & { readonly verifier: AccessTokenVerifier }
@@ -43,7 +42,6 @@ export interface McpEndpointOptions {
   readonly serverInfo?: ServerInfo
   /** Stateful mode only: how many sessions, and for how long idle. */
   readonly sessions?: SessionRegistryOptions
-  readonly upstreamRefresh?: UpstreamTokenSourceOptions
   /** Largest JSON-RPC POST body; default 1 MiB. */
   readonly maxBodyBytes?: number
   /**
@@ -72,7 +70,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   const builtins = backend || options.builtinTools === false ? [] : builtinTools(deps.upstream)
   const tools = [...builtins, ...(options.tools ?? [])]
   const servers = createServerFactory(options.serverInfo ?? DEFAULT_SERVER_INFO, tools)
-  const upstreamTokens = createUpstreamTokenSource(deps, options.upstreamRefresh)
+  const { upstreamTokens } = deps
   const gate = mcpBearerAuth(deps.config, {
     verifier: deps.verifier,
     upstreamTokens,

@@ -1,6 +1,7 @@
-import { createHmac, hkdfSync } from 'node:crypto'
+import { createHmac } from 'node:crypto'
 import type { Context } from 'hono'
 import { SignJWT } from 'jose'
+import { LRUCache } from 'lru-cache'
 import { requestIdOf } from '../audit.js'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
@@ -8,6 +9,7 @@ import { safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
 import { clientIp } from '../http.js'
+import { deriveKey } from '../tokens/derive.js'
 import type { Keys } from '../tokens/keys.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerRefusals, type GatedRequest, type McpEnv } from './auth.js'
@@ -318,9 +320,10 @@ export function createSessionBinder(keys: Keys): SessionBinder {
   const mac = async (backendId: string, owner: SessionOwner) => {
     const { encryption } = await keys.current()
     if (derived?.kid !== encryption.kid) {
-      const info = 'mcp-oauth-proxy forwarded session'
-      const key = new Uint8Array(hkdfSync('sha256', encryption.key, new Uint8Array(), info, 32))
-      derived = { kid: encryption.kid, key }
+      derived = {
+        kid: encryption.kid,
+        key: deriveKey(encryption.key, 'mcp-oauth-proxy forwarded session'),
+      }
     }
     return createHmac('sha256', derived.key)
       .update(JSON.stringify([owner.sub, owner.clientId, backendId]))
@@ -376,21 +379,16 @@ export function createDownstreamTokens(
   const audience = config.downstreamJwtAudience ?? target.origin
   const ttlSeconds = options.ttlSeconds ?? 300
   const reuseSeconds = options.reuseSeconds ?? 60
-  const maxEntries = options.maxEntries ?? 10_000
-  const cache = new Map<string, { jwt: string; exp: number }>()
+  const cache = new LRUCache<string, { jwt: string; exp: number }>({
+    max: options.maxEntries ?? 10_000,
+  })
 
   return {
     async token({ caller, authInfo }) {
       const now = clock.now()
       const cacheKey = sha256(authInfo.token)
       const cached = cache.get(cacheKey)
-      if (cached) {
-        cache.delete(cacheKey)
-        if (cached.exp - now >= reuseSeconds) {
-          cache.set(cacheKey, cached)
-          return cached.jwt
-        }
-      }
+      if (cached && cached.exp - now >= reuseSeconds) return cached.jwt
       const iat = Math.floor(now)
       const exp = Math.min(iat + ttlSeconds, authInfo.expiresAt ?? iat + ttlSeconds)
       const claims: Record<string, unknown> = {
@@ -410,11 +408,6 @@ export function createDownstreamTokens(
         .setExpirationTime(exp)
         .sign(key)
       cache.set(cacheKey, { jwt, exp })
-      while (cache.size > maxEntries) {
-        const oldest = cache.keys().next().value
-        if (oldest === undefined) break
-        cache.delete(oldest)
-      }
       return jwt
     },
   }

@@ -1,9 +1,10 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Config } from '../config.js'
+import { LOOPBACK_NAME_PATTERN } from '../loopback.js'
 import type { McpEnv } from './auth.js'
 import { jsonRpcError } from './transport.js'
 
-const LOOPBACK_ORIGIN = /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/
+const LOOPBACK_ORIGIN = new RegExp(`^http://(${LOOPBACK_NAME_PATTERN})(:\\d{1,5})?$`)
 
 /**
  * Refuses requests to `/mcp` from browser origins it does not know, against DNS rebinding (MCP

@@ -10,6 +10,7 @@ import {
   presentedToken,
   verifyDpopAtResource,
 } from '../tokens/dpop.js'
+import { describeNeededScopes } from '../tokens/policy.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { bearerRefusals, callerOf } from './auth.js'
 import type { Caller } from './tools.js'
@@ -37,7 +38,10 @@ export interface RequireAuthOptions {
 
 /** What the gate shares with the MCP endpoint's: the configuration, the verifier, the upstream tokens. */
 export interface RequireAuthDeps extends DpopDeps {
-  readonly config: Pick<Config, 'issuer' | 'scopes' | 'dpopRequired'>
+  readonly config: Pick<
+    Config,
+    'issuer' | 'scopes' | 'openScopes' | 'scopePermissions' | 'dpopRequired'
+  >
   readonly verifier: AccessTokenVerifier
   readonly upstreamTokens: UpstreamTokenSource
   readonly logger: Logger
@@ -98,7 +102,7 @@ export function requireBearer(
       throw refuse(
         403,
         'insufficient_scope',
-        `this request needs the scope${required.length > 1 ? 's' : ''} ${required.join(' ')}`,
+        describeNeededScopes(deps.config, required, 'request'),
         required,
       )
     }

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
@@ -31,7 +32,15 @@ interface Held {
 
 type SourceDeps = Pick<
   Deps,
-  'config' | 'store' | 'keys' | 'clock' | 'logger' | 'upstream' | 'audit'
+  | 'config'
+  | 'store'
+  | 'keys'
+  | 'clock'
+  | 'logger'
+  | 'upstream'
+  | 'audit'
+  | 'authorizeUser'
+  | 'verifier'
 >
 
 /**
@@ -47,8 +56,7 @@ export function createUpstreamTokenSource(
   options: UpstreamTokenSourceOptions = {},
 ): UpstreamTokenSource {
   const skewSeconds = options.skewSeconds ?? 30
-  const maxGrants = options.maxGrants ?? 10_000
-  const held = new Map<string, Held>()
+  const held = new LRUCache<string, Held>({ max: options.maxGrants ?? 10_000 })
   // One refresh per grant at a time on this instance: the others wait for it, not the lock.
   const refreshing = new Map<string, Promise<Held>>()
   const { upstream } = deps
@@ -57,16 +65,6 @@ export function createUpstreamTokenSource(
   // upstream issuing 60-second tokens must not be asked for a new one on every request.
   const fresh = (token: Held, now: number) =>
     token.exp - now > Math.min(skewSeconds, (token.exp - token.obtainedAt) / 4)
-
-  const remember = (grantId: string, token: Held) => {
-    held.delete(grantId)
-    held.set(grantId, token)
-    while (held.size > maxGrants) {
-      const oldest = held.keys().next().value
-      if (oldest === undefined) break
-      held.delete(oldest)
-    }
-  }
 
   const refresh = async (
     verified: VerifiedAccessToken,
@@ -87,7 +85,7 @@ export function createUpstreamTokenSource(
         return { at: current.accessToken, exp: current.expiresAt, obtainedAt: now }
       }
       const { audit } = deps
-      const { tokens } = await refreshGrantUpstream(
+      const { tokens, claimsChanged } = await refreshGrantUpstream(
         {
           ...deps,
           upstream,
@@ -99,14 +97,22 @@ export function createUpstreamTokenSource(
         { event: 'mcp.upstream_refreshed', client_id: grant.clientId, sub: grant.sub },
         'upstream token refreshed for an MCP request',
       )
+      // The upstream now says something else than this token's claims (scopes, permissions,
+      // organization): the refresh revoked it, and the client's refresh gets the new ones.
+      if (claimsChanged) {
+        throw invalidToken('the account changed at the identity provider; refresh the token')
+      }
       return { at: tokens.accessToken, exp: tokens.expiresAt, obtainedAt: deps.clock.now() }
     }).catch((error: unknown) => {
       if (error instanceof OAuthError && error.code === 'invalid_grant') {
-        throw invalidToken('the identity provider ended this session; sign in again', error)
+        throw invalidToken(
+          error.description ?? 'the identity provider ended this session; sign in again',
+          error,
+        )
       }
       throw error
     })
-    remember(grantId, refreshed)
+    held.set(grantId, refreshed)
     return refreshed
   }
 

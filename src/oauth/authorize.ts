@@ -4,7 +4,9 @@ import { randomToken, safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
 import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
+import { storeKey } from '../store/keys.js'
 import { createGrant, issueCode } from '../tokens/grants.js'
+import { type Admission, admitUser } from '../tokens/policy.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
@@ -16,7 +18,6 @@ import {
   rememberedConsents,
 } from './cookies.js'
 import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
-import { checkUserPolicy } from './policy.js'
 import { isLoopbackRedirect, isPrivateUseScheme, redirectUriMatches } from './redirect-uri.js'
 import { isThisResource } from './resource.js'
 
@@ -44,13 +45,13 @@ interface UpstreamTransaction extends AuthorizationRequest {
   readonly codeVerifier: string
 }
 
-const consentKey = (id: string) => `consent:${id}`
-const transactionKey = (state: string) => `tx:${sha256(state)}`
+const consentKey = storeKey.consent
+const transactionKey = (state: string) => storeKey.transaction(sha256(state))
 const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const MAX_STATE_LENGTH = 2048
 const MAX_CONSENT_BYTES = 4096
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 
 /**
  * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the
@@ -114,7 +115,8 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     try {
       const url = await deps.upstream.authorizationUrl(
         { state, nonce: transaction.nonce, codeVerifier: transaction.codeVerifier },
-        request.scopes,
+        // ALLOWED_EMAIL_DOMAINS needs the email whatever scopes the client asked for.
+        config.allowedEmailDomains.length ? [...request.scopes, 'email'] : request.scopes,
       )
       await store.put(transactionKey(state), transaction, config.transactionTtlSeconds)
       return c.redirect(url.href, status)
@@ -353,11 +355,19 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     // whatever address this request reached us on.
     const callbackUrl = new URL(`/callback?${query}`, config.publicUrl)
     let result: Awaited<ReturnType<typeof deps.upstream.exchangeCode>>
+    let admission: Admission
     try {
       result = await deps.upstream.exchangeCode(callbackUrl, {
         state,
         nonce: transaction.nonce,
         codeVerifier: transaction.codeVerifier,
+      })
+      // Decided here, where the identity is known, so the code exchange asks nothing upstream.
+      admission = await admitUser(deps, {
+        identity: result.identity,
+        upstreamAccessToken: result.tokens.accessToken,
+        clientId: transaction.clientId,
+        requested: transaction.scopes.filter((scope) => scope !== 'offline_access'),
       })
     } catch (error) {
       if (!(error instanceof UpstreamError)) throw error
@@ -376,27 +386,21 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
           : new OAuthError('server_error', 'the identity provider did not confirm the sign-in'),
       )
     }
-    const refusal = await checkUserPolicy(
-      config,
-      result.identity,
-      transaction.clientId,
-      deps.authorizeUser,
-    )
-    if (refusal) {
+    if (admission.refusal !== undefined) {
       audit(c, 'policy.refused', {
         client_id: transaction.clientId,
         flow_id: transaction.flowId,
         sub: result.identity.sub,
         org: result.identity.orgCode ?? result.identity.orgId,
         actor: 'user',
-        reason: refusal,
+        reason: admission.refusal,
       })
-      return errorToClient(c, transaction, new OAuthError('access_denied', refusal))
+      return errorToClient(c, transaction, new OAuthError('access_denied', admission.refusal))
     }
     const grant = await createGrant(deps, {
       clientId: transaction.clientId,
-      identity: result.identity,
-      scopes: transaction.scopes.filter((scope) => scope !== 'offline_access'),
+      identity: admission.identity,
+      scopes: admission.scopes,
       upstream: result.tokens,
       flowId: transaction.flowId,
     })

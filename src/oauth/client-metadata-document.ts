@@ -6,6 +6,7 @@ import { rootCertificates } from 'node:tls'
 import type { Clock } from '../clock.js'
 import { sha256 } from '../crypto.js'
 import { OAuthError } from '../errors.js'
+import { storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
 import type { Client } from './client.js'
 import { type ValidatedClientMetadata, validateClientMetadata } from './client-metadata.js'
@@ -84,7 +85,7 @@ export function isMetadataDocumentUrl(clientId: string): boolean {
 
 /**
  * Resolves a client whose `client_id` is a metadata document URL (MCP 2025-11-25, draft §4):
- * from the cache (`cimd:<sha256(url)>`) or by fetching the document with SSRF guards (draft
+ * from the cache (`storeKey.metadataDocument`) or by fetching the document with SSRF guards (draft
  * §6.5: public addresses only, checked on the addresses actually connected to; no redirects;
  * §6.6 size cap; one overall timeout) and validating it (§4.1: `client_id` equal to the URL, no
  * shared-secret authentication; we also require `client_name` and `redirect_uris`). Valid
@@ -101,7 +102,7 @@ export async function resolveMetadataDocumentClient(
   const problem = checkMetadataDocumentUrl(clientId)
   if (problem)
     throw rejected(deps, clientId, new OAuthError('invalid_client', `client_id: ${problem}`))
-  const key = `cimd:${sha256(clientId)}`
+  const key = storeKey.metadataDocument(sha256(clientId))
   const cached = await deps.store.get<Client>(key)
   if (cached) return cached
 

@@ -1,5 +1,6 @@
 import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
+import { storeKey } from '../store/keys.js'
 import type { Client } from './client.js'
 import type { ValidatedClientMetadata } from './client-metadata.js'
 import { isMetadataDocumentUrl, resolveMetadataDocumentClient } from './client-metadata-document.js'
@@ -31,11 +32,11 @@ interface StoredClient extends Client {
   touchedAt: number
 }
 
-const clientKey = (clientId: string) => `client:${clientId}`
-const dedupeKey = (fingerprint: string) => `client-dedupe:${fingerprint}`
+const { client: clientKey, clientDedupe: dedupeKey } = storeKey
 
 /**
- * The client registry over the store (STYLE.md §6: secrets kept as SHA-256 hashes). Identical
+ * The client registry over the store, secrets kept only as SHA-256 hashes (a store leak gives
+ * away no credential). Identical
  * registrations of public clients share one `client_id`: a public client id is not a secret,
  * and hosted clients register the same metadata for every user.
  */

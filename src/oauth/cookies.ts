@@ -1,8 +1,8 @@
-import { hkdfSync } from 'node:crypto'
 import type { Context } from 'hono'
 import { deleteCookie, getCookie, getSignedCookie, setCookie, setSignedCookie } from 'hono/cookie'
 import type { Config } from '../config.js'
 import { randomToken } from '../crypto.js'
+import { deriveKey } from '../tokens/derive.js'
 import type { Keys } from '../tokens/keys.js'
 
 const MAX_REMEMBERED_CONSENTS = 10
@@ -61,9 +61,7 @@ export function ensureBrowserId(c: Context, config: Config): string {
 
 async function cookieSecret(keys: Keys): Promise<Uint8Array> {
   const { encryption } = await keys.current()
-  return new Uint8Array(
-    hkdfSync('sha256', encryption.key, new Uint8Array(), 'mcp-oauth-proxy consent cookie', 32),
-  )
+  return deriveKey(encryption.key, 'mcp-oauth-proxy consent cookie')
 }
 
 /** Approvals this browser remembers (HMAC-signed, so they cannot be forged or edited). */

@@ -8,9 +8,10 @@ import {
 } from 'jose'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
+import { sha256 } from '../crypto.js'
 import { OAuthError } from '../errors.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
-import { proofKeys } from '../tokens/proof-keys.js'
 import type { Client } from './client.js'
 import { ASSERTION_ALGS, PublicJwks } from './client-keys.js'
 import {
@@ -29,7 +30,6 @@ const MAX_LIFETIME_SECONDS = 600
 const CLOCK_TOLERANCE_SECONDS = 30
 const MAX_ASSERTION_LENGTH = 8192
 const MAX_JTI_LENGTH = 256
-const REFETCH_INTERVAL_SECONDS = 60
 // A JWK Set of several RSA keys exceeds the 5 KiB a metadata document may have.
 const MAX_JWKS_BYTES = 16 * 1024
 
@@ -66,7 +66,7 @@ export function createAssertionVerifier(deps: AssertionDeps): AssertionVerifier 
 
   const remoteKeys = async (uri: string, refetch: boolean): Promise<JSONWebKeySet> => {
     if (!refetch) {
-      const cached = await deps.store.get<JSONWebKeySet>(proofKeys.jwks(uri))
+      const cached = await deps.store.get<JSONWebKeySet>(storeKey.clientJwks(sha256(uri)))
       if (cached) return cached
     }
     let response: { body: string; cacheControl: string | undefined }
@@ -82,7 +82,7 @@ export function createAssertionVerifier(deps: AssertionDeps): AssertionVerifier 
     }
     const jwks = parseJwks(response.body)
     const seconds = cacheSeconds(response.cacheControl, fetchOptions)
-    if (seconds > 0) await deps.store.put(proofKeys.jwks(uri), jwks, seconds)
+    if (seconds > 0) await deps.store.put(storeKey.clientJwks(sha256(uri)), jwks, seconds)
     return jwks
   }
 
@@ -149,9 +149,9 @@ export function createAssertionVerifier(deps: AssertionDeps): AssertionVerifier 
                 !decodeProtectedHeader(assertion).kid)
             if (!rotated) throw error
             const allowed = await deps.store.add(
-              proofKeys.jwksRefetch(client.jwksUri),
+              storeKey.clientJwksRefetch(sha256(client.jwksUri)),
               1,
-              REFETCH_INTERVAL_SECONDS,
+              KEY_TTL_SECONDS.clientJwksRefetch,
             )
             if (!allowed) throw error
             ;({ payload } = await check(client, assertion, await remoteKeys(client.jwksUri, true)))
@@ -171,7 +171,7 @@ export function createAssertionVerifier(deps: AssertionDeps): AssertionVerifier 
         throw invalid('the client assertion jti claim is missing or invalid')
       }
       const first = await deps.store.add(
-        proofKeys.assertionJti(client.clientId, jti),
+        storeKey.clientAssertion(sha256(`${client.clientId}:${jti}`)),
         1,
         Math.max(exp - now, 0) + CLOCK_TOLERANCE_SECONDS,
       )

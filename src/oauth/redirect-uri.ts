@@ -1,7 +1,8 @@
+import { LOOPBACK_NAME_PATTERN, LOOPBACK_NAMES } from '../loopback.js'
+
 /** RFC 7591 §2 `application_type`: native apps may use loopback and private-use schemes. */
 export type ApplicationType = 'native' | 'web'
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]'])
 const MAX_REDIRECT_URI_LENGTH = 2048
 
 // Schemes that execute, read local content or are not navigable: never a redirect target.
@@ -24,7 +25,7 @@ const FORBIDDEN_SCHEMES = new Set([
 
 /** True for `http://localhost`, `http://127.0.0.1` and `http://[::1]` on any port (RFC 8252 §7.3). */
 export function isLoopbackRedirect(uri: URL): boolean {
-  return uri.protocol === 'http:' && LOOPBACK.has(uri.hostname)
+  return uri.protocol === 'http:' && LOOPBACK_NAMES.has(uri.hostname)
 }
 
 /** A private-use URI scheme such as `cursor://…` (RFC 8252 §7.1). */
@@ -60,13 +61,13 @@ export function checkRedirectUri(
   }
   if (uri.protocol === 'https:') {
     if (!uri.hostname) return 'must name a host'
-    if (applicationType === 'web' && LOOPBACK.has(uri.hostname)) {
+    if (applicationType === 'web' && LOOPBACK_NAMES.has(uri.hostname)) {
       return 'web clients must not use loopback redirect URIs'
     }
     return undefined
   }
   if (uri.protocol === 'http:') {
-    if (!LOOPBACK.has(uri.hostname)) return 'must use https (plain http only on loopback)'
+    if (!LOOPBACK_NAMES.has(uri.hostname)) return 'must use https (plain http only on loopback)'
     if (applicationType === 'web') return 'web clients must not use loopback redirect URIs'
     return undefined
   }
@@ -102,5 +103,6 @@ export function redirectUriMatches(registered: string, requested: string): boole
 }
 
 /** A loopback http URI as a string: host, port (no leading zero), path, query; no fragment. */
-const LOOPBACK_REDIRECT =
-  /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(?::([1-9]\d{0,4}))?(\/[^?#\\\s@]*)?(\?[^#\\\s]*)?$/
+const LOOPBACK_REDIRECT = new RegExp(
+  `^http://(${LOOPBACK_NAME_PATTERN})(?::([1-9]\\d{0,4}))?(/[^?#\\\\\\s@]*)?(\\?[^#\\\\\\s]*)?$`,
+)

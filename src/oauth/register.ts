@@ -12,7 +12,7 @@ const MAX_REGISTRATION_BYTES = 16 * 1024
 
 /** `POST /register`: Dynamic Client Registration (RFC 7591 §3). */
 export function registerRoutes(
-  deps: Pick<Deps, 'config' | 'store' | 'clock'> & Required<Pick<Deps, 'audit'>>,
+  deps: Pick<Deps, 'config' | 'store' | 'clock' | 'audit'>,
   clients: Clients,
 ) {
   const { config } = deps

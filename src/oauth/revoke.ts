@@ -15,7 +15,7 @@ import { authenticateClient } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 
 /**
  * `POST /revoke` (RFC 7009). A refresh token ends its whole family (and the access tokens it

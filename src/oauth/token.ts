@@ -24,16 +24,16 @@ import {
   upstreamTokens,
   withGrantLock,
 } from '../tokens/grants.js'
+import { checkUserPolicy, grantScopes } from '../tokens/policy.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import type { Client } from './client.js'
 import { authenticateClient, basicCredentials } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
-import { checkUserPolicy } from './policy.js'
 import { isThisResource } from './resource.js'
 import { bindRefreshFamily, requireRefreshBinding, tokenType } from './token-dpop.js'
 
-type RouteDeps = Deps & Required<Pick<Deps, 'upstream' | 'audit'>>
+type RouteDeps = Deps
 type Form = Record<string, string>
 
 /** The successful token response (RFC 6749 §5.1). */
@@ -267,8 +267,10 @@ async function refreshTokens(
       case 'current': {
         // Checked before anything rotates, so a bad scope costs the client nothing.
         requireRefreshBinding(found.grant, proof)
-        const scopes = narrow(found.grant, form.scope)
+        const requested = narrow(found.grant, form.scope)
         const refreshed = await refreshGrantUpstream(deps, found.grant)
+        // The upstream may back fewer scopes now than at sign-in.
+        const scopes = requested.filter((scope) => refreshed.grant.scopes.includes(scope))
         const rotated = await rotateRefreshToken(deps, refreshed.grant, found.hash)
         return issueTokens(deps, rotated.grant, 'refresh_token', rotated, scopes, proof)
       }
@@ -373,7 +375,14 @@ async function clientCredentials(
     })
     throw new OAuthError('unauthorized_client', refusal)
   }
-  const scopes = identity.scopes ?? tokens.scope?.split(' ').filter(Boolean) ?? []
+  // The same rule as for users, over what the M2M token carries.
+  const requested = (form.scope?.split(' ') ?? deps.config.scopes).filter((scope) =>
+    deps.config.scopes.includes(scope),
+  )
+  const scopes = grantScopes(deps.config, requested, {
+    permissions: identity.permissions,
+    scopes: identity.scopes ?? tokens.scope?.split(' ').filter(Boolean),
+  })
   const actor: Actor = 'agent'
   const access = await mintAccessToken(deps, {
     sub: identity.sub,

@@ -1,5 +1,6 @@
 /**
- * Key-value storage with mandatory expiry and atomic one-shot reads (STYLE.md §6). Values are
+ * Key-value storage with mandatory expiry (nothing outlives its purpose) and atomic one-shot
+ * reads (get-then-delete would let two requests redeem one code). Values are
  * JSON. Implementations throw `StoreUnavailableError` when their backend does not answer, so
  * the edge answers 503 `temporarily_unavailable` rather than 500.
  */

@@ -126,7 +126,8 @@ function base64url(text: string): string {
 const MAX_TOKEN_LENGTH = 8192
 
 /**
- * Verifies an access token with everything pinned (STYLE.md §7): issuer, audience (the MCP
+ * Verifies an access token with everything pinned, so no `none`, HMAC-with-a-public-key or
+ * other audience's token slips through: issuer, audience (the MCP
  * resource), ES256 only, `typ: at+jwt`, required `exp`, a key of ours by `kid`; only then
  * unseals the upstream token. Any failure is `invalid_token` (RFC 6750 §3.1).
  */

@@ -7,12 +7,13 @@ import {
   type JWK,
   jwtVerify,
 } from 'jose'
+import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { safeEqual, sha256 } from '../crypto.js'
 import { OAuthError } from '../errors.js'
+import { storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
-import { proofKeys } from './proof-keys.js'
 
 /**
  * The JWS algorithms accepted for DPoP proofs (`dpop_signing_alg_values_supported`, RFC 9449
@@ -45,31 +46,11 @@ interface ProofKey {
  * (alg, typ, jwk) with every proof, and importing the key and hashing its thumbprint cost
  * more than verifying the signature. Bounded, least recently used first out.
  */
-export interface DpopKeyCache {
-  get(header: string): ProofKey | undefined
-  set(header: string, key: ProofKey): void
-}
+export type DpopKeyCache = Pick<LRUCache<string, ProofKey>, 'get' | 'set'>
 
 /** A `DpopKeyCache` of at most `maxEntries` keys (one per gate, never shared between apps). */
 export function createDpopKeyCache(maxEntries = 1000): DpopKeyCache {
-  const entries = new Map<string, ProofKey>()
-  return {
-    get(header) {
-      const entry = entries.get(header)
-      if (entry) {
-        entries.delete(header)
-        entries.set(header, entry)
-      }
-      return entry
-    },
-    set(header, key) {
-      entries.set(header, key)
-      if (entries.size > maxEntries) {
-        const oldest = entries.keys().next().value
-        if (oldest !== undefined) entries.delete(oldest)
-      }
-    },
-  }
+  return new LRUCache<string, ProofKey>({ max: maxEntries })
 }
 
 // How far a proof's `iat` may lie from now, either way (RFC 9449 §11.1: a small window, with
@@ -140,7 +121,7 @@ export async function verifyDpopProof(
   const { jkt } = proofKey
   // Long enough that a proof leaves the cache only once its iat is outside the window.
   const remembered = await deps.store.add(
-    proofKeys.dpopJti(jkt, jti),
+    storeKey.dpopProof(sha256(`${jkt}:${jti}`)),
     1,
     iat - now + 2 * PROOF_LEEWAY_SECONDS,
   )

@@ -1,10 +1,12 @@
 import { randomToken, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError, unavailable, upstreamUnavailable } from '../errors.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import { LockTimeoutError, withLock } from '../store/lock.js'
 import type { StoreEntry } from '../store/store.js'
 import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../upstream/upstream.js'
 import type { IdentityClaims } from './access-token.js'
+import { type Admission, admitUser } from './policy.js'
 import { seal, unseal } from './seal.js'
 
 /**
@@ -54,13 +56,14 @@ export interface CodeRecord {
   readonly resource: string
 }
 
-const grantKey = (id: string) => `grant:${id}`
-const refreshKey = (hash: string) => `refresh:${hash}`
-const codeKey = (hash: string) => `code:${hash}`
-const usedCodeKey = (hash: string) => `code-used:${hash}`
-const revokedKey = (jti: string) => `revoked:${jti}`
-// Long enough to recognise a replay well after the code itself expired.
-const USED_CODE_MEMORY_SECONDS = 600
+const {
+  grant: grantKey,
+  refreshToken: refreshKey,
+  code: codeKey,
+  usedCode: usedCodeKey,
+  revokedAccessToken: revokedKey,
+} = storeKey
+const USED_CODE_MEMORY_SECONDS = KEY_TTL_SECONDS.usedCode
 
 type GrantDeps = Pick<Deps, 'config' | 'store' | 'keys' | 'clock' | 'verifier'>
 
@@ -282,7 +285,7 @@ export async function rotateRefreshToken(
 
 /** The upstream's shared lock for one grant: one instance refreshes its upstream token at a time. */
 export function grantLockKey(grantId: string): string {
-  return `lock:grant:${grantId}`
+  return storeKey.grantLock(grantId)
 }
 
 /**
@@ -315,18 +318,26 @@ export async function findRefreshGrantId(
 }
 
 /**
- * Refreshes a grant's upstream tokens with its upstream refresh token and stores the result
- * on the grant (the caller holds the grant's lock). An upstream `invalid_grant`, or tokens for
- * another subject, end the family (`invalid_grant`); an unreachable upstream is
- * `temporarily_unavailable` and changes nothing.
+ * Refreshes a grant's upstream tokens with its upstream refresh token and re-reads who the
+ * user is from the answer (the caller holds the grant's lock): the new access token's claims,
+ * the new ID token when there is one, userinfo when the policy needs email_verified. The whole
+ * sign-in policy runs again (`admitUser`) and the grant's scopes narrow to what the upstream
+ * still backs; a user who no longer passes ends the family (`invalid_grant`, audit
+ * `policy.refused`), as do an upstream `invalid_grant` and tokens for another subject. When the
+ * identity claims or scopes changed, the access tokens issued before carry stale claims: they
+ * are revoked and `claimsChanged` says so. An unreachable upstream is `temporarily_unavailable`
+ * and changes nothing.
  */
 export async function refreshGrantUpstream(
-  deps: GrantDeps & Required<Pick<Deps, 'upstream' | 'logger'>> & Pick<Deps, 'audit'>,
+  deps: GrantDeps &
+    Required<Pick<Deps, 'upstream' | 'logger'>> &
+    Pick<Deps, 'audit' | 'authorizeUser'>,
   grant: Grant,
-): Promise<{ grant: Grant; tokens: UpstreamTokens }> {
+): Promise<{ grant: Grant; tokens: UpstreamTokens; claimsChanged: boolean }> {
   const current = await upstreamTokens(deps, grant)
-  if (!current.refreshToken) return { grant, tokens: current }
+  if (!current.refreshToken) return { grant, tokens: current, claimsChanged: false }
   let tokens: UpstreamTokens
+  let identity: UpstreamIdentity
   try {
     const refreshed = await deps.upstream.refresh(current.refreshToken)
     // A refresh that answers for somebody else is no refresh of this grant.
@@ -341,6 +352,7 @@ export async function refreshGrantUpstream(
       ...refreshed.tokens,
       refreshToken: refreshed.tokens.refreshToken ?? current.refreshToken,
     }
+    identity = rereadIdentity(grant, refreshed.identity, Boolean(refreshed.tokens.idToken))
   } catch (error) {
     if (!(error instanceof UpstreamError)) throw error
     if (error.kind === 'unavailable') {
@@ -356,7 +368,84 @@ export async function refreshGrantUpstream(
     })
     throw new OAuthError('invalid_grant', 'the identity provider ended this session; sign in again')
   }
-  const updated = { ...grant, upstream: await seal(deps.keys, tokens) }
+  let admission: Admission
+  try {
+    admission = await admitUser(deps, {
+      identity,
+      upstreamAccessToken: tokens.accessToken,
+      clientId: grant.clientId,
+      requested: grant.scopes,
+    })
+  } catch (error) {
+    if (!(error instanceof UpstreamError)) throw error
+    // The upstream refresh token is spent (Kinde rotates it): keep what replaced it, so that
+    // an unreachable userinfo delays the verdict to the next refresh rather than ending the
+    // family.
+    await saveGrant(deps, { ...grant, upstream: await seal(deps.keys, tokens) })
+    throw upstreamUnavailable(error, error.retryAfterSeconds)
+  }
+  if (admission.refusal !== undefined) {
+    await revokeGrant(deps, grant.id)
+    deps.audit?.('policy.refused', {
+      client_id: grant.clientId,
+      sub: grant.sub,
+      flow_id: grant.flowId,
+      org: grant.identity.orgCode ?? grant.identity.orgId,
+      actor: 'user',
+      reason: admission.refusal,
+    })
+    throw new OAuthError('invalid_grant', admission.refusal)
+  }
+  const claims = identityClaims(admission.identity)
+  const claimsChanged =
+    !sameClaims(claims, grant.identity) || !sameSet(admission.scopes, grant.scopes)
+  if (claimsChanged) {
+    await Promise.all(grant.accessTokens.map((t) => denyAccessToken(deps, t.jti, t.exp)))
+  }
+  const updated: Grant = {
+    ...grant,
+    identity: claims,
+    scopes: admission.scopes,
+    upstream: await seal(deps.keys, tokens),
+    accessTokens: claimsChanged ? [] : grant.accessTokens,
+  }
   await saveGrant(deps, updated)
-  return { grant: updated, tokens }
+  return { grant: updated, tokens, claimsChanged }
+}
+
+/**
+ * The identity a refresh answered with. Without a new ID token the profile claims that only
+ * an ID token carries (email, organizations for Kinde) are not re-asserted, so the grant's are
+ * kept; their verification is then unknown, which the policy settles with userinfo.
+ */
+function rereadIdentity(
+  grant: Grant,
+  refreshed: UpstreamIdentity,
+  hasIdToken: boolean,
+): UpstreamIdentity {
+  if (hasIdToken) return refreshed
+  return {
+    ...refreshed,
+    ...(refreshed.email === undefined && grant.identity.email !== undefined
+      ? { email: grant.identity.email }
+      : {}),
+    ...(refreshed.orgCodes === undefined && grant.identity.orgCodes !== undefined
+      ? { orgCodes: grant.identity.orgCodes }
+      : {}),
+  }
+}
+
+function sameClaims(a: IdentityClaims, b: IdentityClaims): boolean {
+  return (
+    a.email === b.email &&
+    a.orgCode === b.orgCode &&
+    a.orgId === b.orgId &&
+    sameSet(a.orgCodes ?? [], b.orgCodes ?? []) &&
+    sameSet(a.permissions ?? [], b.permissions ?? [])
+  )
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const set = new Set(a)
+  return set.size === new Set(b).size && b.every((item) => set.has(item))
 }

@@ -9,6 +9,7 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK
 import type { Clock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { StoreUnavailableError } from '../errors.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
 
 /** An ES256 key the proxy signs access tokens with (RFC 9068 §2.1). */
@@ -74,8 +75,8 @@ interface StoredKeys {
   encryption: { kid: string; k: string }
 }
 
-const KEYS_KEY = 'keys:v1'
-const ROTATION_LOCK_KEY = 'keys:v1:rotating'
+const KEYS_KEY = storeKey.keySet()
+const ROTATION_LOCK_KEY = storeKey.keyRotation()
 const UNKNOWN_KID_RELOAD_SECONDS = 5
 
 /**
@@ -117,7 +118,7 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
   }
 
   const rotate = async (stored: StoredKeys): Promise<StoredKeys> => {
-    if (!(await store.add(ROTATION_LOCK_KEY, true, 30))) return stored
+    if (!(await store.add(ROTATION_LOCK_KEY, true, KEY_TTL_SECONDS.keyRotation))) return stored
     const rotated: StoredKeys = {
       signing: [await newSigningKey(clock), ...stored.signing.slice(0, 1)],
       encryption: stored.encryption,

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { OAuthError } from '../errors.js'
@@ -9,7 +10,7 @@ import type { Keys } from './keys.js'
 /** Verifies access tokens for the resource server, remembering recent answers. */
 export interface AccessTokenVerifier {
   /**
-   * Everything `verifyAccessToken` pins (STYLE.md §7), then the deny-list (RFC 7009): a
+   * Everything `verifyAccessToken` pins, then the deny-list (RFC 7009): a
    * revoked token is `invalid_token`. Store failures propagate (`StoreUnavailableError`), except
    * for a token verified within the cache TTL, which is answered from memory.
    */
@@ -39,21 +40,27 @@ interface Entry {
 /**
  * The resource server's verifier: an ES256 signature check, a JWE decryption and a store read
  * per token cost far more than the request they guard, and MCP clients send the same token
- * on every request, so verified tokens are kept in a bounded LRU (insertion order of a `Map`,
- * refreshed on each hit) until the earlier of their `exp` and a short TTL. The TTL bounds how
- * long a revocation at another instance goes unnoticed here.
+ * on every request, so verified tokens are kept in a bounded LRU until the earlier of their
+ * `exp` and a short TTL. The TTL bounds how long a revocation at another instance goes
+ * unnoticed here.
  */
 export function createAccessTokenVerifier(
   deps: VerifierDeps,
   options: AccessTokenVerifierOptions = {},
 ): AccessTokenVerifier {
   const ttlSeconds = options.ttlSeconds ?? 5
-  const maxEntries = options.maxEntries ?? 10_000
+  const tokensByJti = new Map<string, string>()
   // Keyed by the signature (the last segment) rather than the whole token: hashing a ~1 KB key
   // on every request cost more than the rest of a cache hit. A hit still requires the whole
   // token to be equal, so two tokens sharing a signature cannot stand in for each other.
-  const entries = new Map<string, Entry>()
-  const tokensByJti = new Map<string, string>()
+  // Expiry is checked against the injected clock on each hit rather than by the cache's own
+  // TTL, which runs on the process's timers.
+  const entries = new LRUCache<string, Entry>({
+    max: options.maxEntries ?? 10_000,
+    dispose: ({ verified }) => {
+      if (tokensByJti.get(verified.jti) === verified.token) tokensByJti.delete(verified.jti)
+    },
+  })
   // Concurrent first requests with one token share one verification.
   const pending = new Map<string, Promise<VerifiedAccessToken>>()
   // Bumped by every eviction: a verification that was in flight across a revocation must not
@@ -62,21 +69,13 @@ export function createAccessTokenVerifier(
 
   const forget = (token: string) => {
     const key = cacheKey(token)
-    const entry = entries.get(key)
-    if (entry?.verified.token !== token) return
-    entries.delete(key)
-    if (tokensByJti.get(entry.verified.jti) === token) tokensByJti.delete(entry.verified.jti)
+    if (entries.peek(key)?.verified.token === token) entries.delete(key)
   }
 
   const remember = (verified: VerifiedAccessToken) => {
     const until = Math.min(verified.expiresAt, deps.clock.now() + ttlSeconds)
     entries.set(cacheKey(verified.token), { verified, until })
     tokensByJti.set(verified.jti, verified.token)
-    while (entries.size > maxEntries) {
-      const oldest = entries.values().next().value
-      if (oldest === undefined) break
-      forget(oldest.verified.token)
-    }
   }
 
   const verifyUncached = async (token: string): Promise<VerifiedAccessToken> => {
@@ -91,14 +90,9 @@ export function createAccessTokenVerifier(
 
   return {
     async verify(token) {
-      const key = cacheKey(token)
-      const entry = entries.get(key)
+      const entry = entries.get(cacheKey(token))
       if (entry?.verified.token === token) {
-        if (deps.clock.now() < entry.until) {
-          entries.delete(key)
-          entries.set(key, entry)
-          return entry.verified
-        }
+        if (deps.clock.now() < entry.until) return entry.verified
         forget(token)
       }
       const shared = pending.get(token)

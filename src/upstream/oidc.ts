@@ -27,7 +27,8 @@ import {
 } from 'openid-client'
 import type { Logger } from 'pino'
 import { type Clock, systemClock } from '../clock.js'
-import { isLoopbackHost, type UpstreamSettings } from '../config.js'
+import type { UpstreamSettings } from '../config.js'
+import { isLoopbackHost } from '../loopback.js'
 import { type Claims, presetFor, upstreamScope } from './presets.js'
 import {
   type Upstream,

@@ -54,8 +54,7 @@ export function kinde(audience: string | undefined): UpstreamPreset {
       if (!sub) return undefined
       return compact({
         sub,
-        email: str(id.email) ?? str(at.email),
-        emailVerified: bool(id.email_verified),
+        ...emailOf(id, at),
         name: str(id.name) ?? fullName(id),
         orgCode: str(at.org_code) ?? str(id.org_code),
         orgCodes: strings(id.org_codes) ?? strings(at.org_codes),
@@ -82,8 +81,7 @@ export function auth0(audience: string | undefined): UpstreamPreset {
       if (!sub) return undefined
       return compact({
         sub,
-        email: str(id.email),
-        emailVerified: bool(id.email_verified),
+        ...emailOf(id, {}),
         name: str(id.name),
         orgId: str(at.org_id) ?? str(id.org_id),
         permissions: strings(at.permissions),
@@ -105,8 +103,7 @@ export function oidc(audience: string | undefined): UpstreamPreset {
       if (!sub) return undefined
       return compact({
         sub,
-        email: str(id.email) ?? str(at.email),
-        emailVerified: bool(id.email_verified) ?? bool(at.email_verified),
+        ...emailOf(id, at),
         name: str(id.name) ?? str(at.name),
         permissions: strings(at.permissions),
         scopes: scopeString(at.scope) ?? strings(at.scp),
@@ -125,6 +122,18 @@ export function upstreamScope(preset: UpstreamPreset, scopes: readonly string[])
     scope === 'offline_access' ? preset.offlineScope : scope,
   )
   return [...new Set(['openid', ...translated, preset.offlineScope])].join(' ')
+}
+
+/**
+ * The email and whether it is verified, read as one pair from the token that names the email
+ * (the ID token first): a verified flag from one token never vouches for another's address.
+ * Kinde ID tokens carry no `email_verified`, so for Kinde it stays unknown here and the sign-in
+ * policy asks userinfo when it needs it.
+ */
+function emailOf(id: Claims, at: Claims): { email?: string; emailVerified?: boolean } {
+  const source = str(id.email) ? id : str(at.email) ? at : undefined
+  if (!source) return {}
+  return { email: str(source.email), emailVerified: bool(source.email_verified) }
 }
 
 function audienceParam(audience: string | undefined): Record<string, string> {

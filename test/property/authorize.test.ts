@@ -2,6 +2,7 @@ import fc from 'fast-check'
 import type { Hono } from 'hono'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createApp } from '../../src/app.js'
+import { redirectUriMatches } from '../../src/oauth/redirect-uri.js'
 import { consentFields, pkce } from '../support/flow.js'
 import { PROXY_CLIENT, type ProxyUnderTest, startProxy } from '../support/proxy.js'
 import {
@@ -422,6 +423,133 @@ describe('POST /authorize/consent', () => {
   })
 })
 
+describe('POST /authorize/consent, fixed cases next to the property', () => {
+  /** Submits `name`'s pending consent with the CSRF token and cookie `tamper` chooses. */
+  async function submit(
+    tamper: (
+      mine: Awaited<ReturnType<typeof pendingConsent>>,
+      other: Awaited<ReturnType<typeof pendingConsent>>,
+    ) => { csrf?: string; cookie?: string },
+  ) {
+    const mine = await pendingConsent('web')
+    const other = await pendingConsent('web')
+    const { csrf, cookie } = tamper(mine, other)
+    const send = (parts: { csrf?: string; cookie?: string }) => {
+      const form = new URLSearchParams({ request_id: mine.requestId, decision: 'allow' })
+      if (parts.csrf !== undefined) form.set('csrf_token', parts.csrf)
+      const headers: Record<string, string> = {
+        'content-type': 'application/x-www-form-urlencoded',
+      }
+      if (parts.cookie !== undefined) headers.cookie = parts.cookie
+      return timed(() =>
+        app.request(`${proxy.url}/authorize/consent`, {
+          method: 'POST',
+          headers,
+          body: form.toString(),
+        }),
+      )
+    }
+    return {
+      answer: await send({ csrf, cookie }),
+      retry: () => send({ csrf: mine.csrfToken, cookie: mine.cookie }),
+    }
+  }
+
+  const flip = (token: string) => `${token.slice(0, -1)}${token.endsWith('A') ? 'B' : 'A'}`
+
+  it.each([
+    ['no CSRF token', (mine) => ({ cookie: mine.cookie })],
+    ['an empty CSRF token', (mine) => ({ csrf: '', cookie: mine.cookie })],
+    [
+      'another request’s CSRF token',
+      (mine, other) => ({ csrf: other.csrfToken, cookie: mine.cookie }),
+    ],
+    [
+      'its CSRF token truncated',
+      (mine) => ({ csrf: mine.csrfToken.slice(0, -1), cookie: mine.cookie }),
+    ],
+    [
+      'its CSRF token with the last character changed',
+      (mine) => ({ csrf: flip(mine.csrfToken), cookie: mine.cookie }),
+    ],
+    ['no browser-binding cookie', (mine) => ({ csrf: mine.csrfToken })],
+    [
+      'another browser’s binding cookie',
+      (mine, other) => ({ csrf: mine.csrfToken, cookie: other.cookie }),
+    ],
+    [
+      'a binding cookie with the last character changed',
+      (mine) => ({ csrf: mine.csrfToken, cookie: flip(mine.cookie) }),
+    ],
+  ] satisfies [string, Parameters<typeof submit>[0]][])(
+    'refuses %s with 403 access_denied, and the request is spent',
+    async (_case, tamper) => {
+      const { answer, retry } = await submit(tamper)
+      assertWellBehaved(answer, { ...expectations('consent'), method: 'POST' })
+      expect(answer.res.status).toBe(403)
+      expect(answer.text).toContain('<code id="error-code">access_denied</code>')
+      expect(answer.text).toContain('the consent form failed its forgery check')
+      // A forged attempt burns the request: the real form can no longer be replayed after it.
+      const again = await retry()
+      expect(again.res.status).toBe(400)
+      expect(again.text).toContain('this consent request expired or was already answered')
+    },
+  )
+
+  it('sends the request on to the upstream with its own CSRF token and cookie', async () => {
+    const { answer } = await submit((mine) => ({ csrf: mine.csrfToken, cookie: mine.cookie }))
+    expect(answer.res.status).toBe(303)
+    expect(new URL(answer.res.headers.get('location') ?? '').origin).toBe(upstreamOrigin)
+  })
+})
+
+describe('the loopback redirect match, fixed cases next to the properties (RFC 8252 §7.3)', () => {
+  it.each([
+    ['the registered string', 'http://127.0.0.1/cb?x=1', 'http://127.0.0.1/cb?x=1', true],
+    [
+      'another port, same query',
+      'http://127.0.0.1:1234/cb?x=1',
+      'http://127.0.0.1:5555/cb?x=1',
+      true,
+    ],
+    [
+      'a port where none was registered',
+      'http://localhost/cb?x=1',
+      'http://localhost:8080/cb?x=1',
+      true,
+    ],
+    ['[::1] on another port', 'http://[::1]:8080/cb?a=b', 'http://[::1]:9090/cb?a=b', true],
+    ['another query value', 'http://127.0.0.1:1234/cb?x=1', 'http://127.0.0.1:5555/cb?x=2', false],
+    ['the query dropped', 'http://127.0.0.1:1234/cb?x=1', 'http://127.0.0.1:5555/cb', false],
+    ['a query added', 'http://127.0.0.1:1234/cb', 'http://127.0.0.1:5555/cb?x=1', false],
+    ['an empty query added', 'http://127.0.0.1:1234/cb', 'http://127.0.0.1:5555/cb?', false],
+    [
+      'the parameters reordered',
+      'http://127.0.0.1/cb?a=1&b=2',
+      'http://127.0.0.1:5555/cb?b=2&a=1',
+      false,
+    ],
+    ['a parameter repeated', 'http://127.0.0.1/cb?a=1', 'http://127.0.0.1:5555/cb?a=1&a=1', false],
+    [
+      'the query percent-encoded',
+      'http://127.0.0.1/cb?a=b',
+      'http://127.0.0.1:5555/cb?a=%62',
+      false,
+    ],
+    ['the query case changed', 'http://127.0.0.1/cb?a=b', 'http://127.0.0.1:5555/cb?A=b', false],
+    ['another loopback host', 'http://127.0.0.1/cb?x=1', 'http://localhost:5555/cb?x=1', false],
+    ['a port past 65535', 'http://127.0.0.1/cb?x=1', 'http://127.0.0.1:65536/cb?x=1', false],
+    [
+      'an https loopback URI on another port',
+      'https://127.0.0.1:1234/cb?x=1',
+      'https://127.0.0.1:5555/cb?x=1',
+      false,
+    ],
+  ])('%s: %s for %s → %s', (_case, registered, requested, matches) => {
+    expect(redirectUriMatches(registered, requested)).toBe(matches)
+  })
+})
+
 describe('GET /callback', () => {
   it('answers any query and cookie without a transaction with an error page', async () => {
     await fc.assert(
@@ -495,5 +623,57 @@ describe('GET /callback', () => {
       runs(60),
     )
     expect([...seen].sort()).toEqual([302, 403])
+  })
+})
+
+describe('GET /callback, fixed cases of the browser binding next to the property', () => {
+  /** A real consent for `web`, its upstream state, and the cookie of the browser that gave it. */
+  async function consented() {
+    const pending = await pendingConsent('web')
+    const answer = await app.request(`${proxy.url}/authorize/consent`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: pending.cookie },
+      body: new URLSearchParams({
+        request_id: pending.requestId,
+        csrf_token: pending.csrfToken,
+        decision: 'allow',
+      }).toString(),
+    })
+    expect(answer.status).toBe(303)
+    const state = new URL(answer.headers.get('location') ?? '').searchParams.get('state') ?? ''
+    return { state, cookie: pending.cookie }
+  }
+
+  it.each([
+    ['no binding cookie', async () => undefined],
+    ['another browser’s binding cookie', async () => (await pendingConsent('web')).cookie],
+    ['an empty binding cookie', async () => 'mcp-browser='],
+  ])(
+    'refuses the callback with %s with 403, never reaching the client',
+    async (_case, cookieOf) => {
+      const { state } = await consented()
+      const cookie = await cookieOf()
+      const ex = await get(
+        `/callback?${new URLSearchParams({ state, code: 'upstream-code' })}`,
+        cookie === undefined ? {} : { cookie },
+      )
+      assertWellBehaved(ex, { ...expectations('callback'), method: 'GET' })
+      expect(ex.res.status).toBe(403)
+      expect(ex.res.headers.get('location')).toBeNull()
+      expect(ex.text).toContain('this sign-in was started in another browser')
+    },
+  )
+
+  it('takes the callback in the browser that consented to the upstream (then the code)', async () => {
+    const { state, cookie } = await consented()
+    // The upstream never issued this code: the binding holds, the code exchange fails.
+    const ex = await get(`/callback?${new URLSearchParams({ state, code: 'not-issued' })}`, {
+      cookie,
+    })
+    assertWellBehaved(ex, { ...expectations('callback', client('web').uris), method: 'GET' })
+    expect(ex.res.status).toBe(302)
+    const to = new URL(ex.res.headers.get('location') ?? '')
+    expect(to.origin + to.pathname).toBe(client('web').uris[0])
+    expect(to.searchParams.get('code')).toBeNull()
   })
 })

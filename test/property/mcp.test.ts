@@ -19,7 +19,7 @@ import {
   timed,
 } from './support.js'
 
-// The bearer gate of /mcp (RFC 6750, RFC 9068, STYLE.md §7) against forged and tampered access
+// The bearer gate of /mcp (RFC 6750, RFC 9068, RFC 8725) against forged and tampered access
 // tokens, and the MCP endpoint behind it against hostile bodies, in-process. Tokens are built
 // from a genuine one: tampered bytes, forged headers (none, HS256 with the public key, foreign
 // keys, injected kid/jwk), claims re-signed with the proxy's own key but out of bounds.

@@ -2,6 +2,7 @@ import { connect } from 'node:net'
 import fc from 'fast-check'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { createTestApp, type TestApp } from '../support/app.js'
+import { HANG_MS } from '../support/hang.js'
 import { serveApp } from '../support/mcp.js'
 import {
   assertWellBehaved,
@@ -11,7 +12,6 @@ import {
   type Exchange,
   headerValue,
   isSafeRegisteredRedirect,
-  MAX_RESPONSE_MS,
   method,
   nastyString,
   redirectCandidate,
@@ -246,7 +246,7 @@ describe('the registration body limit (16 KiB)', () => {
         })
         socket.on('close', () => resolve(received))
         socket.on('error', reject)
-        socket.setTimeout(MAX_RESPONSE_MS, () => reject(new Error(`no close: ${received}`)))
+        socket.setTimeout(HANG_MS, () => reject(new Error(`no close: ${received}`)))
       })
       const statuses = [...answer.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => Number(m[1]))
       expect(statuses.length, answer).toBeGreaterThan(0)

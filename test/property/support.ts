@@ -1,5 +1,6 @@
 import fc from 'fast-check'
 import { expect, vi } from 'vitest'
+import { noHang } from '../support/hang.js'
 
 // Shared machinery of the property tests: run parameters, the invariants every answer must
 // keep, and the arbitraries of hostile input. The invariants are written from the RFCs, not
@@ -30,22 +31,20 @@ export function runs(numRuns: number): fc.Parameters<unknown> {
   }
 }
 
-/** A generous bound: a hang detector, not a performance test. */
-export const MAX_RESPONSE_MS = 2000
-
-/** One request and its answer, with the body read and the time it took. */
+/** One request and its answer, with the body read. */
 export interface Exchange {
   readonly res: Response
   readonly text: string
-  readonly ms: number
 }
 
-/** Sends a request, reading the whole answer within the time measured. */
+/**
+ * Sends a request and reads the whole answer; fails if either never comes. A hang detector,
+ * not a stopwatch: a loaded machine runs the properties slower, never wrongly.
+ */
 export async function timed(send: () => Promise<Response> | Response): Promise<Exchange> {
-  const started = performance.now()
-  const res = await send()
-  const text = await res.text()
-  return { res, text, ms: performance.now() - started }
+  const res = await noHang(Promise.resolve(send()), 'the proxy')
+  const text = await noHang(res.text(), 'the response body')
+  return { res, text }
 }
 
 export type Endpoint =
@@ -77,7 +76,7 @@ export interface Expectations {
   /**
    * Whether a call to the upstream failed at the network level while this request was served
    * (the test observes it through the proxy's outbound fetch): only then may the answer be
-   * 503 `temporarily_unavailable` with `Retry-After`, as STYLE.md §1 wants.
+   * 503 `temporarily_unavailable` with `Retry-After` (RFC 6749 §4.1.2.1's code for a passing outage).
    */
   readonly upstreamFailed?: boolean
 }
@@ -166,14 +165,14 @@ function expectedStatuses(error: string): readonly number[] {
 
 /**
  * Asserts the invariants every answer of the proxy keeps, whatever it was sent: no 5xx; an
- * answer within MAX_RESPONSE_MS; a redirect only to the proxy, its upstream (which must send
+ * answer at all (see `timed`); a redirect only to the proxy, its upstream (which must send
  * the user back to PUBLIC_URL/callback) or a redirect URI registered for the client, carrying
  * `code` or an RFC 6749 §4.1.2.1 error and `iss`; errors in the endpoint's RFC vocabulary with
  * the status that goes with it; `no-store` on the token, registration and revocation
  * endpoints; error pages that cannot be framed or cached; no known secret anywhere.
  */
 export function assertWellBehaved(ex: Exchange, expected: Expectations): void {
-  const { res, text, ms } = ex
+  const { res, text } = ex
   const where = `${expected.method ?? ''} /${expected.endpoint} → ${res.status} ${text.slice(0, 300)}`
   if (expected.upstreamFailed && res.status === 503) {
     expect(JSON.parse(text), where).toMatchObject({ error: 'temporarily_unavailable' })
@@ -181,7 +180,6 @@ export function assertWellBehaved(ex: Exchange, expected: Expectations): void {
   } else {
     expect(res.status, where).toBeLessThan(500)
   }
-  expect(ms, `${where}: took ${Math.round(ms)} ms`).toBeLessThan(MAX_RESPONSE_MS)
   expect(text, where).not.toMatch(/\n\s+at |node:internal|node_modules|\.ts:\d+/)
 
   for (const secret of expected.secrets ?? []) {

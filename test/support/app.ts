@@ -2,9 +2,9 @@ import { pino } from 'pino'
 import { createApp } from '../../src/app.js'
 import { type Config, loadConfig } from '../../src/config.js'
 import type { Deps } from '../../src/deps.js'
+import { createServices, type ServiceOverrides } from '../../src/services.js'
 import { createMemoryStore } from '../../src/store/memory.js'
 import type { Store } from '../../src/store/store.js'
-import { createKeys } from '../../src/tokens/keys.js'
 import { createTestClock, type TestClock } from './clock.js'
 
 /** The environment of a minimal valid configuration (a Kinde upstream on loopback). */
@@ -25,27 +25,26 @@ export interface TestApp {
   store: Store
 }
 
-/** Builds the app with real dependencies: the given store (memory by default) and real keys. */
+/**
+ * Builds the app over services from the composition root, as the server does: the given store
+ * (memory by default), real keys, a clock the test moves.
+ */
 export async function createTestApp(
   options: {
     env?: Record<string, string>
     store?: Store
     clock?: TestClock
-    deps?: Partial<Deps>
+    overrides?: ServiceOverrides
   } = {},
 ): Promise<TestApp> {
   const config = loadConfig({ ...BASE_ENV, ...options.env })
   const clock = options.clock ?? createTestClock()
   const store = options.store ?? createMemoryStore(clock)
-  const keys = await createKeys({ store, clock, rotationSeconds: config.keyRotationSeconds })
-  const deps: Deps = {
-    config,
+  const deps = await createServices(config, {
     store,
-    keys,
     clock,
     logger: pino({ level: 'silent' }),
-    fetch,
-    ...options.deps,
-  }
+    ...options.overrides,
+  })
   return { app: createApp(deps), deps, config, clock, store }
 }

@@ -1,7 +1,9 @@
 import { pino } from 'pino'
-import { loadConfig } from '../../src/config.js'
-import type { Deps } from '../../src/deps.js'
+import type { Clock } from '../../src/clock.js'
+import { type Config, loadConfig } from '../../src/config.js'
+import type { MetadataDocumentOptions } from '../../src/oauth/client-metadata-document.js'
 import { type RunningServer, startServer } from '../../src/server.js'
+import { createServices, type ServiceOverrides, type Services } from '../../src/services.js'
 import { freePort } from './net.js'
 import { deleteKeys, REDIS_URL, uniquePrefix } from './redis.js'
 import {
@@ -32,8 +34,10 @@ export interface StartProxyOptions {
   upstream?: Partial<StartUpstreamOptions>
   /** Wraps the proxy's outbound fetch (fault injection around the real upstream). */
   fetch?: typeof fetch
-  /** Replaces parts of the proxy's dependencies (e.g. how metadata documents are fetched). */
-  overrides?: Partial<Deps>
+  /** The proxy's clock (token lifetimes, the verifier's cache); default the wall clock. */
+  clock?: Clock
+  /** How the proxy fetches client metadata documents and JWK Sets (tests lift the address guard). */
+  metadataDocuments?: Partial<MetadataDocumentOptions>
 }
 
 /**
@@ -75,7 +79,8 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
     server = await startServer(loadConfig(env), {
       logger: pino({ level: 'silent' }),
       fetch: options.fetch,
-      overrides: options.overrides,
+      clock: options.clock,
+      metadataDocuments: options.metadataDocuments,
     })
   } catch (error) {
     await upstream.close()
@@ -135,4 +140,19 @@ export async function startSibling(
     fetch: options.fetch,
   })
   return { url: server.url, server, close: () => server.close() }
+}
+
+/**
+ * The services of another instance of `proxy`, built by the composition root as the server
+ * builds its own: the same store (so the same keys), its own verifier, upstream-token cache,
+ * metrics and audit trail. `config` replaces settings of that instance only.
+ */
+export function siblingServices(
+  proxy: ProxyUnderTest,
+  options: { config?: Partial<Config>; overrides?: ServiceOverrides } = {},
+): Promise<Services> {
+  return createServices(
+    { ...proxy.server.config, ...options.config },
+    { store: proxy.server.deps.store, logger: pino({ level: 'silent' }), ...options.overrides },
+  )
 }

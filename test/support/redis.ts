@@ -39,3 +39,30 @@ export async function deleteKeys(prefix: string): Promise<void> {
     redis.disconnect()
   }
 }
+
+// Shortens a key's remaining life by ARGV[1] ms, deleting it when none is left; keys without
+// a TTL are left alone.
+const SHORTEN_TTL = `
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then return 0 end
+if left <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], left - tonumber(ARGV[1])) end
+return 1`
+
+/**
+ * Lets `seconds` pass for the keys under `prefix` as Redis sees time: every TTL is shortened
+ * by that much, and keys whose TTL runs out are gone, as if the time had passed. Tests then
+ * use TTLs of seconds and never wait for (or race) Redis's own clock.
+ */
+export async function elapseKeys(prefix: string, seconds: number): Promise<void> {
+  const redis = new Redis(REDIS_URL)
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
+      for (const key of keys) await redis.eval(SHORTEN_TTL, 1, key, Math.round(seconds * 1000))
+      cursor = next
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}
