@@ -8,6 +8,7 @@ import { storeKey } from '../store/keys.js'
 import { createGrant, issueCode } from '../tokens/grants.js'
 import { type Admission, admitUser } from '../tokens/policy.js'
 import { UpstreamError } from '../upstream/upstream.js'
+import { checkAuthorizationRequest, requestedClientId } from './authorization-request.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
 import {
@@ -18,8 +19,7 @@ import {
   rememberedConsents,
 } from './cookies.js'
 import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
-import { isLoopbackRedirect, isPrivateUseScheme, redirectUriMatches } from './redirect-uri.js'
-import { isThisResource } from './resource.js'
+import { isLoopbackRedirect, isPrivateUseScheme } from './redirect-uri.js'
 
 /** A validated authorization request (after both phases), waiting for consent or the upstream. */
 interface AuthorizationRequest {
@@ -47,8 +47,6 @@ interface UpstreamTransaction extends AuthorizationRequest {
 
 const consentKey = storeKey.consent
 const transactionKey = (state: string) => storeKey.transaction(sha256(state))
-const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
-const MAX_STATE_LENGTH = 2048
 const MAX_CONSENT_BYTES = 4096
 
 type RouteDeps = Deps
@@ -137,15 +135,11 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
 
   app.get('/authorize', async (c) => {
     const query = new URL(c.req.url).searchParams
-    const single = (name: string) => {
-      const values = query.getAll(name)
-      return values.length > 1 ? null : values[0]
-    }
 
     // Phase one: nothing may redirect until client_id and redirect_uri are trusted.
-    const clientId = single('client_id')
-    if (clientId === null) return errorPage(c, 'invalid_request', 'client_id is repeated')
-    if (!clientId) return errorPage(c, 'invalid_request', 'client_id is missing')
+    const clientId = requestedClientId(query)
+    if (clientId instanceof OAuthError)
+      return errorPage(c, clientId.code, clientId.description ?? '')
     let client: Client | undefined
     try {
       client = await clients.find(clientId)
@@ -161,78 +155,20 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
         'invalid_client',
         'unknown client_id: the application must register first',
       )
-    const requestedRedirect = single('redirect_uri')
-    if (requestedRedirect === null)
-      return errorPage(c, 'invalid_request', 'redirect_uri is repeated')
-    let redirectUri: string
-    if (requestedRedirect === undefined || requestedRedirect === '') {
-      const [only, ...more] = client.redirectUris
-      if (!only || more.length)
-        return errorPage(c, 'invalid_request', 'redirect_uri is required: the client has several')
-      redirectUri = only
-    } else if (
-      client.redirectUris.some((registered) => redirectUriMatches(registered, requestedRedirect))
-    ) {
-      redirectUri = requestedRedirect
-    } else {
-      return errorPage(c, 'invalid_request', 'redirect_uri is not registered for this client')
+    const checked = checkAuthorizationRequest(config, query, client)
+    if (checked.refusal) {
+      const { refusal } = checked
+      return checked.redirectTo
+        ? errorToClient(c, checked.redirectTo, refusal)
+        : errorPage(c, refusal.code, refusal.description ?? '')
     }
-
-    // Phase two: errors go back to the client.
-    const stateParam = single('state')
-    // A state that is repeated or too long is not echoed: it is not a value the client set.
-    const state =
-      stateParam === null || (stateParam?.length ?? 0) > MAX_STATE_LENGTH ? undefined : stateParam
-    const target = { redirectUri, state }
-    const fail = (code: string, description: string) =>
-      errorToClient(c, target, new OAuthError(code, description))
-    if (stateParam === null) return fail('invalid_request', 'state is repeated')
-    if (stateParam !== undefined && stateParam.length > MAX_STATE_LENGTH)
-      return fail('invalid_request', 'state is too long')
-    for (const name of [
-      'response_type',
-      'code_challenge',
-      'code_challenge_method',
-      'scope',
-      'prompt',
-    ]) {
-      if (single(name) === null) return fail('invalid_request', `${name} is repeated`)
-    }
-    // Repeats were refused above, so each of these has at most one value.
-    const param = (name: string) => query.get(name) ?? undefined
-    const responseType = param('response_type')
-    if (!responseType) return fail('invalid_request', 'response_type is missing')
-    if (responseType !== 'code')
-      return fail('unsupported_response_type', 'only response_type=code is supported')
-    const codeChallenge = param('code_challenge')
-    if (!codeChallenge)
-      return fail('invalid_request', 'code_challenge is required (PKCE with S256)')
-    if (param('code_challenge_method') !== 'S256')
-      return fail('invalid_request', 'code_challenge_method must be S256')
-    if (!PKCE_S256_CHALLENGE.test(codeChallenge))
-      return fail('invalid_request', 'code_challenge is not a valid S256 challenge')
-    const supported = new Set([...config.scopes, 'offline_access'])
-    const requestedScopes = (param('scope') ?? '').split(' ').filter(Boolean)
-    const unsupported = requestedScopes.find((scope) => !supported.has(scope))
-    if (unsupported) return fail('invalid_scope', `scope ${unsupported} is not supported`)
-    const scopes = requestedScopes.length ? [...new Set(requestedScopes)] : [...config.scopes]
-    // RFC 8707 §2 allows several resource parameters; this server is the only one it serves.
-    const foreign = query.getAll('resource').find((r) => !isThisResource(r, config.resource))
-    if (foreign !== undefined) return fail('invalid_target', `resource must be ${config.resource}`)
-    const prompt = (param('prompt') ?? '').split(' ')
-    if (prompt.includes('none'))
-      return fail('interaction_required', 'this server always needs the user to sign in')
-    if (client.grantTypes.includes('authorization_code') === false) {
-      return fail(
-        'unauthorized_client',
-        'the client is not registered for the authorization_code grant',
-      )
-    }
+    const { redirectUri, redirectUriProvided, state, codeChallenge, scopes, prompt } =
+      checked.request
 
     const request: AuthorizationRequest = {
       clientId: client.clientId,
       redirectUri,
-      redirectUriProvided: Boolean(requestedRedirect),
+      redirectUriProvided,
       state,
       codeChallenge,
       scopes,
