@@ -22,6 +22,8 @@ export type ServerSpec =
       readonly port: number
       readonly sessions: 'stateful' | 'stateless'
       readonly redisUrl: string
+      /** The store's variables when not the single node at `redisUrl` (Sentinel, Cluster). */
+      readonly redisEnv?: Readonly<Record<string, string>>
       readonly keyPrefix: string
       /** The variables pointing the proxy at the upstream, from the upstream's `Ready`. */
       readonly upstreamEnv: Readonly<Record<string, string>>

@@ -9,7 +9,8 @@
  *   npm run bench -- --quick     1 round × 2 s, 1,000 sessions, no profiles, no RESULTS.md
  *
  * Options: --duration S, --rounds N, --connections C, --sessions N (0 skips the memory run),
- * --no-profile, --only session,stateless,dpop,token,register (bare Hono always runs), --out FILE.
+ * --no-profile, --only session,stateless,dpop,token,register,token-cluster,token-sentinel (bare
+ * Hono always runs), --out FILE.
  */
 import { execFileSync } from 'node:child_process'
 import { createHash, generateKeyPairSync, type KeyObject, randomUUID, sign } from 'node:crypto'
@@ -19,10 +20,17 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type autocannon from 'autocannon'
+import { Redis } from 'ioredis'
 import { calculateJwkThumbprint, type JWK } from 'jose'
 import { pkce, registerClient } from '../test/support/flow.js'
 import { initializeMessage, mcpRequest, PROTOCOL_VERSION } from '../test/support/mcp.js'
 import { freePort } from '../test/support/net.js'
+import {
+  type RedisCluster,
+  type RedisSentinelSet,
+  startRedisCluster,
+  startRedisSentinelSet,
+} from '../test/support/redis-server.js'
 import { type LoadResult, runLoad } from './load.js'
 import { canPin, pinSelf, type ServerProcess, startRedis, startServerProcess } from './processes.js'
 import { summarizeProfile } from './profile.js'
@@ -168,7 +176,16 @@ function toolsListLoad(
   }
 }
 
-const TARGET_KEYS = ['bare', 'session', 'stateless', 'dpop', 'token', 'register'] as const
+const TARGET_KEYS = [
+  'bare',
+  'session',
+  'stateless',
+  'dpop',
+  'token',
+  'register',
+  'token-cluster',
+  'token-sentinel',
+] as const
 type TargetKey = (typeof TARGET_KEYS)[number]
 
 function targetKeys(list: string): TargetKey[] {
@@ -186,6 +203,79 @@ interface Target {
   /** Work before a run that is not measured (and not profiled): minting `/token` codes. */
   prepare?(seconds: number): Promise<void>
   run(seconds: number): Promise<LoadResult>
+}
+
+/**
+ * `/token`: a public client exchanging codes minted in `server` (one use each) with PKCE. Runs
+ * by amount (each code once), sized from the last measured rate to last `seconds`.
+ */
+async function tokenTarget(
+  key: TargetKey,
+  label: string,
+  server: ServerProcess,
+  options: { goal: Goal | undefined; connections: number },
+): Promise<Target> {
+  const { connections } = options
+  const client = await registerClient(server.url, {
+    client_name: 'bench',
+    redirect_uris: [REDIRECT_URI],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+  })
+  const { verifier, challenge } = pkce()
+  const tokenForm = (code: string) =>
+    new URLSearchParams({
+      grant_type: 'authorization_code',
+      code,
+      redirect_uri: REDIRECT_URI,
+      client_id: client.client_id,
+      code_verifier: verifier,
+      resource: `${server.url}/mcp`,
+    }).toString()
+  let tokenRate = 500
+  let codes: string[] = []
+  return {
+    key,
+    label,
+    server,
+    goal: options.goal,
+    async prepare(seconds) {
+      const wanted = Math.min(MAX_CODES, Math.max(connections, tokenRate * seconds))
+      codes = await server.call({
+        op: 'mint-codes',
+        count: Math.ceil(wanted / connections) * connections,
+        clientId: client.client_id,
+        redirectUri: REDIRECT_URI,
+        codeChallenge: challenge,
+      })
+    },
+    async run() {
+      const pool = codes
+      if (pool.length === 0) throw new Error('/token: prepare() mints the codes a run uses')
+      codes = []
+      let next = 0
+      const result = await runLoad(server, {
+        url: server.url,
+        connections,
+        amount: pool.length,
+        requests: [
+          {
+            method: 'POST',
+            path: '/token',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+            setupRequest: (request) => ({
+              ...request,
+              body: tokenForm(pool[next++ % pool.length] ?? ''),
+            }),
+          },
+        ],
+        expect: (body) => body.includes('"access_token"'),
+      })
+      if (result.okPerSecond > 0) tokenRate = result.okPerSecond
+      return result
+    },
+  }
 }
 
 interface Servers {
@@ -239,29 +329,8 @@ async function createTargets(
   const sessionHeaders = (i: number) => mcpHeaders(session.token, sessionIds[i % connections])
   const statelessHeaders = () => mcpHeaders(stateless.token)
 
-  // `/token`: a public client exchanging codes minted in the server (one use each) with PKCE.
-  const client = await registerClient(session.server.url, {
-    client_name: 'bench',
-    redirect_uris: [REDIRECT_URI],
-    grant_types: ['authorization_code', 'refresh_token'],
-    response_types: ['code'],
-    token_endpoint_auth_method: 'none',
-  })
-  const { verifier, challenge } = pkce()
-  const tokenForm = (code: string) =>
-    new URLSearchParams({
-      grant_type: 'authorization_code',
-      code,
-      redirect_uri: REDIRECT_URI,
-      client_id: client.client_id,
-      code_verifier: verifier,
-      resource: `${session.server.url}/mcp`,
-    }).toString()
-  // Runs by amount (each code once), sized from the last measured rate to last `seconds`.
-  let tokenRate = 500
-  let codes: string[] = []
-
-  // DPoP: a token bound to the load generator's key, and a fresh proof for every request.
+  // DPoP: a token bound to the load generator's key, and a fresh proof for every request,
+  // run by amount (each proof once), sized from the last measured rate to last `seconds`.
   const dpop = await createDpopSigner()
   const dpopToken = await stateless.server.call({ op: 'mint-dpop-token', jkt: dpop.jkt })
   const dpopHeaders = { ...mcpHeaders(dpopToken), authorization: `DPoP ${dpopToken}` }
@@ -347,47 +416,10 @@ async function createTargets(
         return result
       },
     },
-    {
-      key: 'token',
-      label: '`/token` code exchange (Redis)',
-      server: session.server,
+    await tokenTarget('token', '`/token` code exchange (Redis)', session.server, {
       goal: { perSecond: 1000 },
-      async prepare(seconds) {
-        const wanted = Math.min(MAX_CODES, Math.max(connections, tokenRate * seconds))
-        codes = await session.server.call({
-          op: 'mint-codes',
-          count: Math.ceil(wanted / connections) * connections,
-          clientId: client.client_id,
-          redirectUri: REDIRECT_URI,
-          codeChallenge: challenge,
-        })
-      },
-      async run() {
-        const pool = codes
-        if (pool.length === 0) throw new Error('/token: prepare() mints the codes a run uses')
-        codes = []
-        let next = 0
-        const result = await runLoad(session.server, {
-          url: session.server.url,
-          connections,
-          amount: pool.length,
-          requests: [
-            {
-              method: 'POST',
-              path: '/token',
-              headers: { 'content-type': 'application/x-www-form-urlencoded' },
-              setupRequest: (request) => ({
-                ...request,
-                body: tokenForm(pool[next++ % pool.length] ?? ''),
-              }),
-            },
-          ],
-          expect: (body) => body.includes('"access_token"'),
-        })
-        if (result.okPerSecond > 0) tokenRate = result.okPerSecond
-        return result
-      },
-    },
+      connections,
+    }),
     {
       key: 'register',
       label: '`/register` (Redis)',
@@ -518,6 +550,24 @@ async function profileTargets(
   return reports
 }
 
+/** How the Cluster's keys fall over its masters (hash tags must not pile them on one). */
+async function keySpread(cluster: RedisCluster): Promise<string> {
+  const masters = await cluster.masters()
+  const counts = await Promise.all(
+    masters.map(async ({ port }) => {
+      const redis = new Redis({ port, host: '127.0.0.1' })
+      try {
+        return await redis.dbsize()
+      } finally {
+        redis.disconnect()
+      }
+    }),
+  )
+  const total = counts.reduce((a, b) => a + b, 0)
+  const shares = counts.map((count) => `${((100 * count) / Math.max(1, total)).toFixed(1)} %`)
+  return `Key spread over the Cluster's ${masters.length} masters after the run: ${shares.join(', ')} of ${total.toLocaleString('en')} keys`
+}
+
 function machine(pinned: boolean): string[] {
   const cpuModel = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]
   const nproc = execFileSync('nproc', { encoding: 'utf8' }).trim()
@@ -557,7 +607,10 @@ function settings(options: Options): string {
       '`jti` in Redis (the token itself comes from the verifier’s cache).',
     '- **/token**: authorization-code exchanges by a public client with PKCE, each code used ' +
       'once; codes and grants are minted in the server process before each run (the upstream ' +
-      'login is not what is measured), refresh tokens issued. Store: a private Redis.',
+      'login is not what is measured), refresh tokens issued. Store: a private Redis; then the ' +
+      'same on a Redis Cluster (3 masters, 3 replicas) and on a Sentinel-watched master with ' +
+      'one replica and three sentinels (both unpinned), where each new grant and rotated ' +
+      'refresh token waits for a replica (`WAIT 1`).',
     '- **/register**: public-client registrations, each with a unique `client_name` (no ' +
       'deduplication hit); `REGISTER_RATE_LIMIT=0`, `TOKEN_RATE_LIMIT=0`.',
     '- Proxies log at `info` (the production default) to /dev/null. The upstream ' +
@@ -576,6 +629,8 @@ async function main(): Promise<void> {
   const date = new Date().toISOString()
   const redis = await startRedis(pinned ? CLIENT_CPU : undefined)
   const servers: ServerProcess[] = []
+  let cluster: RedisCluster | undefined
+  let sentinelSet: RedisSentinelSet | undefined
   const start = async (...args: Parameters<typeof startServerProcess>) => {
     const server = await startServerProcess(...args)
     servers.push(server)
@@ -620,9 +675,54 @@ async function main(): Promise<void> {
     const targets = (await createTargets({ bare, session, stateless }, options)).filter(
       (target) => target.key === 'bare' || !options.only || options.only.includes(target.key),
     )
+    // The same /token run against a proxy on a Redis Cluster (3 masters, 3 replicas) and on a
+    // Sentinel-watched master with a replica, started here like the tests start them
+    // (unpinned), so grants wait for a replica (WAIT 1) as they do in production.
+    const onTopology = async (name: string, redisEnv: Record<string, string>) =>
+      start(
+        name,
+        {
+          kind: 'proxy',
+          port: await freePort(),
+          sessions: 'stateful',
+          redisUrl: redis.url,
+          // REDIS_WAIT_REPLICAS=0 npm run bench … shows what waiting for a replica costs.
+          redisEnv: { ...redisEnv, REDIS_WAIT_REPLICAS: process.env.REDIS_WAIT_REPLICAS ?? '1' },
+          keyPrefix: `bench:${name}:`,
+          upstreamEnv: upstream.upstreamEnv,
+        },
+        { cpu: SERVER_CPU },
+      )
+    const wants = (key: TargetKey) => !options.only || options.only.includes(key)
+    if (wants('token-cluster')) {
+      cluster = await startRedisCluster()
+      const nodes = cluster.nodes.map(({ host, port }) => `${host}:${port}`).join(',')
+      const server = await onTopology('cluster', { REDIS_CLUSTER_NODES: nodes })
+      targets.push(
+        await tokenTarget('token-cluster', '`/token` code exchange (Redis Cluster)', server, {
+          goal: { perSecond: 1500 },
+          connections: options.connections,
+        }),
+      )
+    }
+    if (wants('token-sentinel')) {
+      sentinelSet = await startRedisSentinelSet()
+      const server = await onTopology('sentinel', {
+        REDIS_SENTINELS: sentinelSet.sentinels.map(({ host, port }) => `${host}:${port}`).join(','),
+        REDIS_SENTINEL_MASTER: sentinelSet.masterName,
+      })
+      targets.push(
+        await tokenTarget('token-sentinel', '`/token` code exchange (Sentinel)', server, {
+          goal: { perSecond: 1000 },
+          connections: options.connections,
+        }),
+      )
+    }
 
     const summaries = await measure(targets, options)
     process.stdout.write(`\n${resultsTable(summaries)}\n\n`)
+    const spread = cluster ? await keySpread(cluster) : undefined
+    if (spread) process.stdout.write(`${spread}\n\n`)
 
     let memory: MemoryReport | undefined
     if (options.sessions > 0) {
@@ -650,7 +750,7 @@ async function main(): Promise<void> {
             .map((l) => l.toFixed(2))
             .join(' ')}`,
         ],
-        settings: settings(options),
+        settings: spread ? `${settings(options)}\n\n${spread}.` : settings(options),
         targets: summaries,
         memory,
         profiles,
@@ -661,6 +761,8 @@ async function main(): Promise<void> {
   } finally {
     for (const server of servers.reverse()) await server.close()
     await redis.stop()
+    await cluster?.dispose()
+    await sentinelSet?.dispose()
   }
 }
 

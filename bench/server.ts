@@ -59,7 +59,7 @@ async function startProxy(spec: Extract<ServerSpec, { kind: 'proxy' }>): Promise
       HOST: '127.0.0.1',
       PORT: String(spec.port),
       LOG_LEVEL: 'info',
-      REDIS_URL: spec.redisUrl,
+      ...(spec.redisEnv ?? { REDIS_URL: spec.redisUrl }),
       REDIS_KEY_PREFIX: spec.keyPrefix,
       MCP_SESSIONS: spec.sessions,
       REGISTER_RATE_LIMIT: '0',

@@ -8,12 +8,14 @@
  *
  * Environment: PORT (default 3000), PUBLIC_URL (default http://localhost:PORT), HOST (default
  * 127.0.0.1: the demo user is one click away, so the demo does not listen on the network),
- * LOG_LEVEL (default warn). Nothing else is read — not even `.env`, whose upstream would clash.
+ * LOG_LEVEL (default warn: the terminal stays quiet; info shows the audit trail, one line per
+ * sign-in step and token). Nothing else is read — not even `.env`, whose upstream would clash.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { ConfigError, loadConfig } from '../src/config.js'
+import { escapeHtml, renderPage } from '../src/oauth/pages.js'
 import { type RunningServer, startServer } from '../src/server.js'
 import type { Upstream, UpstreamUser } from './idp.js'
 
@@ -41,6 +43,12 @@ const DEMO_USER: UpstreamUser = {
 
 /** The MCP protocol revision the printed `initialize` request asks for. */
 const PROTOCOL_VERSION = '2025-11-25'
+
+/** How the consent page names the demo's provider: it is not Kinde, though it looks like it. */
+const PROVIDER_NAME = 'the built-in demo sign-in'
+
+/** Oldest Node that runs the MCP Inspector (its own `engines`). */
+const INSPECTOR_NODE = '22.19'
 
 const env = process.env
 const port = Number(env.PORT || 3000)
@@ -118,8 +126,8 @@ try {
       `  --data-urlencode redirect_uri=${callback.redirectUri} \\`,
       `  | node -pe 'JSON.parse(require("fs").readFileSync(0, "utf8")).access_token')`,
     ].join('\n')
-  const initialize = JSON.stringify({
-    jsonrpc: '2.0',
+  const rpc = (body: Record<string, unknown>) => JSON.stringify({ jsonrpc: '2.0', ...body })
+  const initialize = rpc({
     id: 1,
     method: 'initialize',
     params: {
@@ -128,12 +136,23 @@ try {
       clientInfo: { name: 'curl', version: '1.0.0' },
     },
   })
-  const callMcp = [
-    `curl -s ${mcpUrl} -H "authorization: Bearer $TOKEN" \\`,
+  // Headers are printed as curl shows them (HTTP/1.1 keeps the case the server sent); the sed
+  // expression matches either case without GNU-only flags, for macOS as well.
+  const startSession = [
+    `SID=$(curl -si ${mcpUrl} -H "authorization: Bearer $TOKEN" \\`,
     `  -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\`,
-    `  -d '${initialize}'`,
+    `  -d '${initialize}' \\`,
+    `  | sed -n 's/^[Mm]cp-[Ss]ession-[Ii]d: *\\([^[:space:]]*\\).*/\\1/p'); echo "session $SID"`,
   ].join('\n')
-  callback.show(exchange, callMcp)
+  const useSession = [
+    `mcp() { curl -s ${mcpUrl} -H "authorization: Bearer $TOKEN" -H "mcp-session-id: $SID" \\`,
+    `  -H 'mcp-protocol-version: ${PROTOCOL_VERSION}' -H 'content-type: application/json' \\`,
+    `  -H 'accept: application/json, text/event-stream' -d "$1"; echo; }`,
+    `mcp '${rpc({ method: 'notifications/initialized' })}'`,
+    `mcp '${rpc({ id: 2, method: 'tools/list' })}'`,
+    `mcp '${rpc({ id: 3, method: 'tools/call', params: { name: 'whoami', arguments: {} } })}'`,
+  ].join('\n')
+  callback.show({ exchange, startSession, useSession, authorizeUrl: authorize.href })
 
   const indent = (text: string, spaces: number) => text.replace(/^/gm, ' '.repeat(spaces))
   process.stdout.write(`
@@ -149,22 +168,26 @@ Connect an MCP client
     (claude.ai connects from the internet: run a tunnel and set PUBLIC_URL to its https URL)
   Claude Desktop and other stdio clients, through mcp-remote:
     {"mcpServers":{"demo":{"command":"npx","args":["mcp-remote","${mcpUrl}"]}}}
-  MCP Inspector: npx @modelcontextprotocol/inspector
+  MCP Inspector (needs Node >= ${INSPECTOR_NODE}): npx @modelcontextprotocol/inspector
     then Transport Type "Streamable HTTP", URL ${mcpUrl}, Connect
 
-Or the OAuth dance with curl
+Or the OAuth dance with curl, in bash or zsh, from sign-in to a tool call
   1. Register a client (the demo did already; the same request returns the same client_id):
      curl -s -X POST ${publicUrl}/register -H 'content-type: application/json' \\
        -d '${JSON.stringify(client)}'
   2. Open in a browser (code_challenge is the S256 of the code_verifier in step 3), Allow, then
      "Sign in as demo user":
      ${authorize.href}
-  3. The browser lands on a page that shows this command with the code (valid 60 s) filled in:
+  3. The browser lands on a page that shows steps 3 to 5 with the code (valid 60 s) filled in.
+     Exchange the code for an access token:
 ${indent(exchange('CODE'), 5)}
-  4. Call the MCP endpoint with the token:
-${indent(callMcp, 5)}
+  4. Open an MCP session; its id comes back in the Mcp-Session-Id response header:
+${indent(startSession, 5)}
+  5. Call the MCP endpoint in that session: initialized, tools/list, then the whoami tool:
+${indent(useSession, 5)}
 
 Check the deployment: npx mcp-oauth-proxy doctor ${mcpUrl}
+See the audit trail (sign-ins, consents, tokens): restart with LOG_LEVEL=info npm run demo
 Ctrl-C stops the demo.
 `)
 } catch (error) {
@@ -226,6 +249,7 @@ async function startProxy(
       HOST: host,
       PORT: String(port),
       LOG_LEVEL: env.LOG_LEVEL || 'warn',
+      UPSTREAM_NAME: PROVIDER_NAME,
       KINDE_ISSUER_URL: idp.issuer,
       KINDE_CLIENT_ID: client.client_id,
       KINDE_CLIENT_SECRET: client.client_secret,
@@ -256,9 +280,17 @@ async function register(proxy: RunningServer, metadata: Record<string, unknown>)
   return body.client_id
 }
 
+/** What the callback page shows: the commands after the browser step, and where to start again. */
+interface Commands {
+  readonly exchange: (code: string) => string
+  readonly startSession: string
+  readonly useSession: string
+  readonly authorizeUrl: string
+}
+
 interface CallbackPage {
   readonly redirectUri: string
-  show(exchange: (code: string) => string, callMcp: string): void
+  show(commands: Commands): void
   close(): Promise<void>
 }
 
@@ -267,7 +299,7 @@ interface CallbackPage {
  * shows the token request with the code filled in, since a code lives only 60 seconds.
  */
 async function startCallbackPage(): Promise<CallbackPage> {
-  let commands: { exchange: (code: string) => string; callMcp: string } | undefined
+  let commands: Commands | undefined
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1')
     if (url.pathname !== '/callback' || !commands) {
@@ -276,29 +308,42 @@ async function startCallbackPage(): Promise<CallbackPage> {
     }
     const code = url.searchParams.get('code')
     const error = url.searchParams.get('error')
-    const body = code
-      ? `<h1>Signed in</h1><p>Exchange the code for a token (it is valid for 60 seconds):</p>
+    const again = `<a id="start-again" href="${escapeHtml(commands.authorizeUrl)}">Start the sign-in again</a>`
+    const page = code
+      ? renderPage(
+          'Signed in — mcp-oauth-proxy demo',
+          `<h1>Signed in</h1>
+<p class="sub">Run these in one terminal (bash or zsh), one after the other. The code is valid for 60 seconds.</p>
+<p>3. Exchange the code for an access token:</p>
 <pre>${escapeHtml(commands.exchange(code))}</pre>
-<p>Then call the MCP endpoint:</p><pre>${escapeHtml(commands.callMcp)}</pre>`
-      : `<h1>Not signed in</h1><p>${escapeHtml(error ?? 'no code')}: ${escapeHtml(url.searchParams.get('error_description') ?? '')}</p>`
+<p>4. Open an MCP session; its id comes back in the Mcp-Session-Id header:</p>
+<pre>${escapeHtml(commands.startSession)}</pre>
+<p>5. Call the MCP endpoint in that session: initialized, tools/list, then the whoami tool:</p>
+<pre>${escapeHtml(commands.useSession)}</pre>
+<p class="note">Code expired? ${again}.</p>`,
+          { wide: true },
+        )
+      : renderPage(
+          'Not signed in — mcp-oauth-proxy demo',
+          `<h1>Not signed in</h1>
+<p class="sub" id="error-description">${escapeHtml(url.searchParams.get('error_description') ?? 'the sign-in ended without a code')}</p>
+<p class="note">Error: <code id="error-code">${escapeHtml(error ?? 'no code')}</code>. This is the curl client's page of the demo: nothing was issued.</p>
+<p>${again}, and press Allow, then "Sign in as demo user".</p>`,
+        )
     res
       .writeHead(200, {
         'content-type': 'text/html; charset=utf-8',
         'cache-control': 'no-store',
         'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'",
       })
-      .end(
-        `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mcp-oauth-proxy demo</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem}pre{background:#f3f4f6;padding:1rem;overflow-x:auto;white-space:pre-wrap;word-break:break-all}</style>
-</head><body>${body}</body></html>`,
-      )
+      .end(page)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port: callbackPort } = server.address() as AddressInfo
   return {
     redirectUri: `http://127.0.0.1:${callbackPort}/callback`,
-    show(exchange, callMcp) {
-      commands = { exchange, callMcp }
+    show(shown) {
+      commands = shown
     },
     close: () =>
       new Promise<void>((resolve) => {
@@ -306,8 +351,4 @@ async function startCallbackPage(): Promise<CallbackPage> {
         server.closeAllConnections()
       }),
   }
-}
-
-function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 }

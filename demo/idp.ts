@@ -18,6 +18,7 @@ import { exportJWK, generateKeyPair, jwtVerify } from 'jose'
 // @ts-expect-error -- oidc-provider ships no type declarations (and no @types package is
 // installed); the small part of its surface used here is typed by the interfaces below.
 import Provider, { errors as oidcErrors } from 'oidc-provider'
+import { escapeHtml, renderPage } from '../src/oauth/pages.js'
 
 /** Which real provider the upstream imitates (endpoint paths, issuer shape, token claims). */
 export type UpstreamFlavor = 'kinde' | 'auth0' | 'oidc'
@@ -447,7 +448,7 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
   handler = (req, res) => {
     const path = new URL(req.url ?? '/', url).pathname
     if (path.startsWith('/interaction/')) {
-      handleInteraction(provider, users, req, res, path).catch((error: unknown) => {
+      handleInteraction(provider, flavor, users, req, res, path).catch((error: unknown) => {
         if (!res.headersSent) {
           res.statusCode = 400
           res.setHeader('Content-Type', 'text/plain; charset=utf-8')
@@ -630,10 +631,6 @@ function userinfoForJwtAccessTokens(
 // ---------------------------------------------------------------------------------------
 // Interaction (login page + automatic consent).
 
-function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
-}
-
 async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   const chunks: Buffer[] = []
   for await (const chunk of req) chunks.push(chunk as Buffer)
@@ -646,6 +643,7 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
  */
 async function handleInteraction(
   provider: OidcProvider,
+  flavor: UpstreamFlavor,
   users: UpstreamUser[],
   req: IncomingMessage,
   res: ServerResponse,
@@ -657,6 +655,16 @@ async function handleInteraction(
 
   if (req.method === 'POST' && action === 'login') {
     const form = await readForm(req)
+    if (form.has('cancel')) {
+      // As a real provider answers a user who backs out: access_denied to the client.
+      await provider.interactionFinished(
+        req,
+        res,
+        { error: 'access_denied', error_description: 'the user cancelled the sign-in' },
+        { mergeWithLastSubmission: false },
+      )
+      return
+    }
     const user = users.find((u) => u.sub === form.get('user'))
     if (!user) throw new Error('unknown user')
     await provider.interactionFinished(
@@ -694,25 +702,46 @@ async function handleInteraction(
     return
   }
 
-  const button = (user: UpstreamUser, label: string) =>
-    `<button type="submit" name="user" value="${escapeHtml(user.sub)}">${escapeHtml(label)}</button>`
+  const button = (user: UpstreamUser, label: string, primary: boolean) =>
+    `<button type="submit" name="user" value="${escapeHtml(user.sub)}"${primary ? ' class="primary" autofocus' : ''}>${escapeHtml(label)}</button>`
   const [first] = users
-  const buttons = [
-    first ? button(first, 'Sign in as demo user') : '',
-    ...(users.length > 1 ? users.map((u) => button(u, `Sign in as ${u.email}`)) : []),
-  ]
+  const others = users.length > 1 ? users.map((u) => button(u, `Sign in as ${u.email}`, false)) : []
+  const who = first
+    ? `${escapeHtml(first.name ?? first.sub)} &lt;${escapeHtml(first.email)}&gt;${first.org_code ? `, organization <code>${escapeHtml(first.org_code)}</code>` : ''}`
+    : ''
   res.statusCode = 200
   res.setHeader('Content-Type', 'text/html; charset=utf-8')
   res.setHeader('Cache-Control', 'no-store')
-  res.end(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sign in</title></head>
-<body>
-<h1>Sign in</h1>
-<p>Client: ${escapeHtml(details.params.client_id)}</p>
+  // No form-action: after the POST the browser is redirected on to the proxy's origin.
+  res.setHeader(
+    'Content-Security-Policy',
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+  )
+  res.end(
+    renderPage(
+      'Sign in — demo identity provider',
+      `<h1>Sign in</h1>
+<p class="sub">This is the <strong>built-in demo identity provider</strong> of mcp-oauth-proxy, standing in for ${PROVIDER_NAMES[flavor]}. No account or password: one click signs you in.</p>
+<dl>
+  <dt>User</dt><dd id="demo-user">${who}</dd>
+  <dt>Signing in to</dt><dd><code>${escapeHtml(details.params.client_id)}</code> (the proxy)</dd>
+</dl>
+<p class="note">A real deployment shows your identity provider's own sign-in here.</p>
 <form method="post" action="/interaction/${escapeHtml(details.uid)}/login">
-${buttons.join('\n')}
-</form>
-</body></html>`)
+  <div class="actions">
+    <button type="submit" name="cancel" value="1">Cancel</button>
+    ${first ? button(first, 'Sign in as demo user', true) : ''}
+  </div>
+  ${others.length ? `<div class="actions" style="margin-top:10px;flex-wrap:wrap">${others.join('\n')}</div>` : ''}
+</form>`,
+    ),
+  )
+}
+
+const PROVIDER_NAMES: Record<UpstreamFlavor, string> = {
+  kinde: 'Kinde',
+  auth0: 'Auth0',
+  oidc: 'an OpenID Connect provider',
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import { registerRoutes } from './oauth/register.js'
 import { revokeRoutes } from './oauth/revoke.js'
 import { tokenRoutes } from './oauth/token.js'
 import type { Services } from './services.js'
+import { storeName } from './store/redis.js'
 
 /** What an embedding application adds to the app (library mode). */
 export interface AppOptions {
@@ -49,12 +50,18 @@ export function createApp(deps: Services, options: AppOptions = {}): Hono {
   }
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  // Readiness is the store's alone: an IdP outage must not take every instance out of the
+  // load balancer. The upstream's state rides along for people and the doctor, and a probe
+  // while it is not ok tries discovery again in the background.
   app.get('/readyz', async (c) => {
+    const health = deps.upstreamHealth
+    if (health.status() !== 'ok') void health.check()
+    const upstream = health.status()
     try {
       await deps.store.ping()
-      return c.json({ status: 'ready' })
+      return c.json({ status: 'ready', store: storeName(deps.config.redis), upstream })
     } catch {
-      return c.json({ status: 'unavailable', reason: 'store does not answer' }, 503)
+      return c.json({ status: 'unavailable', reason: 'store does not answer', upstream }, 503)
     }
   })
 

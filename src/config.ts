@@ -1,8 +1,10 @@
+import { existsSync } from 'node:fs'
 import type { JSONWebKeySet } from 'jose'
 import { z } from 'zod'
 import { isLoopbackHost } from './loopback.js'
 import { PublicJwks } from './oauth/client-keys.js'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
+import type { RedisStoreOptions } from './store/redis.js'
 
 /** Which upstream identity provider signs users in. */
 export type UpstreamKind = 'kinde' | 'auth0' | 'oidc'
@@ -16,6 +18,8 @@ export interface UpstreamSettings {
   readonly clientSecret: string | undefined
   /** API audience sent as `audience`; Kinde and Auth0 return JWT access tokens only with it. */
   readonly audience: string | undefined
+  /** How the consent page names the provider (`UPSTREAM_NAME`); default per kind. */
+  readonly displayName?: string | undefined
 }
 
 /** A first-party client declared in configuration rather than registered at run time. */
@@ -44,6 +48,8 @@ export interface Config {
   readonly redisKeyPrefix: string
   /** How long a Redis command (and connecting) may take before the store counts as down. */
   readonly redisTimeoutMs: number
+  /** The Redis topology (single node, Sentinel or Cluster) and how to reach it; none: memory. */
+  readonly redis: RedisStoreOptions | undefined
   readonly signingKey: string | undefined
   readonly signingKeyPrevious: string | undefined
   readonly encryptionKey: string | undefined
@@ -115,30 +121,38 @@ export const OIDC_SCOPES: readonly string[] = Object.freeze([
   'offline_access',
 ])
 
-const secureUrl = z
-  .string()
-  .trim()
-  .transform((value, ctx) => {
-    let url: URL
-    try {
-      url = new URL(value)
-    } catch {
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a URL` })
-      return z.NEVER
-    }
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
-      ctx.addIssue({
-        code: 'custom',
-        message: 'must be an https URL (plain http only on loopback)',
-      })
-      return z.NEVER
-    }
-    if (url.username || url.password || url.hash) {
-      ctx.addIssue({ code: 'custom', message: 'must not contain credentials or a fragment' })
-      return z.NEVER
-    }
-    return url
-  })
+/**
+ * An absolute URL without credentials or fragment: https, or plain http on loopback (or
+ * anywhere, for `httpAnywhere`, when another variable has said so explicitly).
+ */
+const urlSetting = (httpAnywhere: boolean) =>
+  z
+    .string()
+    .trim()
+    .transform((value, ctx) => {
+      let url: URL
+      try {
+        url = new URL(value)
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `"${value}" is not a URL` })
+        return z.NEVER
+      }
+      const http = url.protocol === 'http:' && (httpAnywhere || isLoopbackHost(url.hostname))
+      if (url.protocol !== 'https:' && !http) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'must be an https URL (plain http only on loopback)',
+        })
+        return z.NEVER
+      }
+      if (url.username || url.password || url.hash) {
+        ctx.addIssue({ code: 'custom', message: 'must not contain credentials or a fragment' })
+        return z.NEVER
+      }
+      return url
+    })
+
+const secureUrl = urlSetting(false)
 
 const publicUrl = secureUrl.superRefine((url, ctx) => {
   if ((url.pathname !== '/' && url.pathname !== '') || url.search) {
@@ -149,13 +163,17 @@ const publicUrl = secureUrl.superRefine((url, ctx) => {
   }
 })
 
-/** `AUTH0_DOMAIN` is `tenant.auth0.com` or a full URL; Auth0's issuer ends with a slash. */
-const auth0Domain = z
+/** A bare domain (`acme.kinde.com`) means https on it, as the providers' own SDKs read it. */
+const domainOrUrl = z
   .string()
   .trim()
   .transform((value) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `https://${value}`))
   .pipe(secureUrl)
-  .transform((url) => new URL(url.pathname.endsWith('/') ? url.href : `${url.href}/`))
+
+/** `AUTH0_DOMAIN` is `tenant.auth0.com` or a full URL; Auth0's issuer ends with a slash. */
+const auth0Domain = domainOrUrl.transform(
+  (url) => new URL(url.pathname.endsWith('/') ? url.href : `${url.href}/`),
+)
 
 const list = z
   .string()
@@ -182,6 +200,26 @@ const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `must be one of ${values.join(', ')}` })
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty')
+
+/** `host:port,host:port,…` (`[::1]:port` for IPv6); a missing port is `defaultPort`. */
+const hostPorts = (defaultPort: number) =>
+  z.string().transform((value, ctx) => {
+    const nodes = []
+    for (const item of value.split(/[\s,]+/).filter(Boolean)) {
+      const match = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+)(?::(\d{1,5}))?$/.exec(item)
+      const port = Number(match?.[2] ?? defaultPort)
+      if (!match?.[1] || port < 1 || port > 65_535) {
+        ctx.addIssue({ code: 'custom', message: `"${item}" is not host:port` })
+        return z.NEVER
+      }
+      nodes.push({ host: match[1].replace(/^\[|\]$/g, ''), port })
+    }
+    if (!nodes.length) {
+      ctx.addIssue({ code: 'custom', message: 'must list at least one host:port' })
+      return z.NEVER
+    }
+    return nodes
+  })
 
 const staticClient = z.object({
   client_id: nonEmpty,
@@ -250,7 +288,7 @@ const EnvSchema = z.object({
     .max(65_535, 'must be a port number')
     .default(3000),
   UPSTREAM: oneOf(['kinde', 'auth0', 'oidc']).optional(),
-  KINDE_ISSUER_URL: secureUrl.optional(),
+  KINDE_ISSUER_URL: domainOrUrl.optional(),
   KINDE_CLIENT_ID: nonEmpty.optional(),
   KINDE_CLIENT_SECRET: nonEmpty.optional(),
   KINDE_AUDIENCE: nonEmpty.optional(),
@@ -262,12 +300,27 @@ const EnvSchema = z.object({
   OIDC_CLIENT_ID: nonEmpty.optional(),
   OIDC_CLIENT_SECRET: nonEmpty.optional(),
   OIDC_AUDIENCE: nonEmpty.optional(),
+  UPSTREAM_NAME: nonEmpty.optional(),
   REDIS_URL: z
     .string()
     .trim()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
     .optional(),
-  REDIS_KEY_PREFIX: z.string().default('mcp-oauth-proxy:'),
+  REDIS_SENTINELS: hostPorts(26_379).optional(),
+  REDIS_SENTINEL_MASTER: nonEmpty.optional(),
+  REDIS_CLUSTER_NODES: hostPorts(6379).optional(),
+  REDIS_USERNAME: nonEmpty.optional(),
+  REDIS_PASSWORD: z.string().optional(),
+  REDIS_TLS: bool(false),
+  // Redis Cluster hashes the first {…} of a key: braces in the prefix would put every key in
+  // one slot, or cut the schema's hash tags apart.
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[^{}]*$/, 'must not contain { or } (Redis Cluster reads them as a hash tag)')
+    .default('mcp-oauth-proxy:'),
+  REDIS_WAIT_REPLICAS: wholeNumber('must be a whole number')
+    .nonnegative('must be 0 or more')
+    .optional(),
   REDIS_TIMEOUT_MS: wholeNumber('must be a whole number of milliseconds')
     .positive('must be positive')
     .default(2000),
@@ -294,7 +347,9 @@ const EnvSchema = z.object({
   CLIENT_IDLE_TTL_SECONDS: seconds(90 * DAY),
   KEY_ROTATION_SECONDS: seconds(30 * DAY),
   UPSTREAM_TIMEOUT_SECONDS: seconds(10),
-  MCP_UPSTREAM_URL: secureUrl.optional(),
+  // http to a non-loopback backend is checked against MCP_UPSTREAM_ALLOW_HTTP below.
+  MCP_UPSTREAM_URL: urlSetting(true).optional(),
+  MCP_UPSTREAM_ALLOW_HTTP: bool(false),
   MCP_UPSTREAM_TOKEN: oneOf(['upstream', 'downstream-jwt']).default('upstream'),
   // Used as given (UTF-8 bytes), as Supabase and most HS256 verifiers take their secret.
   DOWNSTREAM_JWT_SECRET: z
@@ -339,19 +394,33 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   )
   const parsed = EnvSchema.safeParse(present)
   const problems: string[] = []
+  // Variables already reported as bad: the checks across variables below leave them alone.
+  const reported = new Set<string>()
+  let vars: Env | undefined = parsed.data
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const name = String(issue.path[0] ?? 'environment')
       const message = name in present ? issue.message : 'is required'
       problems.push(`${name}: ${message}`)
+      reported.add(name)
     }
-    throw new ConfigError(problems)
+    // The rest is still checked, so that one run names every problem. PUBLIC_URL is the only
+    // required variable: a stand-in lets the others parse with their defaults (it is never
+    // used, the problems above are thrown).
+    const rest = Object.fromEntries(Object.entries(present).filter(([name]) => !reported.has(name)))
+    const again = EnvSchema.safeParse({ PUBLIC_URL: 'https://public-url.invalid', ...rest })
+    vars = again.success ? again.data : undefined
   }
-  const vars = parsed.data
-  const upstream = pickUpstream(vars, problems)
-  checkForwarding(vars, problems)
-  const scopePermissions = parseScopePermissions(vars, problems)
-  if (problems.length || !upstream) throw new ConfigError(problems)
+  const upstream = vars && pickUpstream(vars, problems, reported)
+  let scopePermissions: ReadonlyMap<string, readonly string[]> = new Map()
+  let redis: RedisStoreOptions | undefined
+  if (vars) {
+    checkForwarding(vars, problems, reported)
+    checkKeys(vars, problems)
+    redis = redisOptions(vars, problems)
+    scopePermissions = parseScopePermissions(vars, problems)
+  }
+  if (problems.length || !vars || !upstream) throw new ConfigError(problems)
 
   const origin = vars.PUBLIC_URL.origin
   return Object.freeze({
@@ -364,6 +433,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     redisUrl: vars.REDIS_URL,
     redisKeyPrefix: vars.REDIS_KEY_PREFIX,
     redisTimeoutMs: vars.REDIS_TIMEOUT_MS,
+    redis,
     signingKey: vars.SIGNING_KEY,
     signingKeyPrevious: vars.SIGNING_KEY_PREVIOUS,
     encryptionKey: vars.ENCRYPTION_KEY,
@@ -401,18 +471,45 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   })
 }
 
+/**
+ * The configuration of this process as the server and the CLI read it: a `.env` file in the
+ * working directory when present, then the environment. Bad configuration is written to
+ * stderr, one `config error: NAME: problem` line each, and the process exits 1.
+ */
+export function loadProcessConfig(): Config {
+  if (existsSync('.env')) process.loadEnvFile('.env')
+  try {
+    return loadConfig(process.env)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    for (const problem of error.problems) process.stderr.write(`config error: ${problem}\n`)
+    process.exit(1)
+  }
+}
+
 const UPSTREAM_KEYS = {
   kinde: ['KINDE_ISSUER_URL', 'KINDE_CLIENT_ID', 'KINDE_CLIENT_SECRET'],
   auth0: ['AUTH0_DOMAIN', 'AUTH0_CLIENT_ID', 'AUTH0_CLIENT_SECRET', 'AUTH0_AUDIENCE'],
   oidc: ['OIDC_ISSUER_URL', 'OIDC_CLIENT_ID'],
 } as const satisfies Record<UpstreamKind, readonly (keyof Env)[]>
 
-function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefined {
-  const configured = (Object.keys(UPSTREAM_KEYS) as UpstreamKind[]).filter(
-    (kind) => vars[UPSTREAM_KEYS[kind][0]] !== undefined,
+/** The variable that holds the address of an upstream of `kind`, for messages that name it. */
+export function issuerVariable(kind: UpstreamKind): string {
+  return UPSTREAM_KEYS[kind][0]
+}
+
+function pickUpstream(
+  vars: Env,
+  problems: string[],
+  reported: ReadonlySet<string>,
+): UpstreamSettings | undefined {
+  const isSet = (name: keyof Env) => vars[name] !== undefined || reported.has(name)
+  const configured = (Object.keys(UPSTREAM_KEYS) as UpstreamKind[]).filter((kind) =>
+    isSet(UPSTREAM_KEYS[kind][0]),
   )
   const kind = vars.UPSTREAM ?? (configured.length === 1 ? configured[0] : undefined)
   if (!kind) {
+    if (reported.has('UPSTREAM')) return undefined
     problems.push(
       configured.length === 0
         ? 'UPSTREAM: no upstream configured; set KINDE_ISSUER_URL, AUTH0_DOMAIN or OIDC_ISSUER_URL with its client id and secret'
@@ -421,7 +518,7 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
     return undefined
   }
   for (const name of UPSTREAM_KEYS[kind]) {
-    if (vars[name] !== undefined) continue
+    if (isSet(name)) continue
     problems.push(
       name === 'AUTH0_AUDIENCE'
         ? 'AUTH0_AUDIENCE: is required; without an API audience Auth0 issues opaque tokens that only its /userinfo accepts'
@@ -437,6 +534,7 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
         vars.KINDE_CLIENT_ID,
         vars.KINDE_CLIENT_SECRET,
         vars.KINDE_AUDIENCE,
+        vars.UPSTREAM_NAME,
       )
     case 'auth0':
       return settings(
@@ -445,6 +543,7 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
         vars.AUTH0_CLIENT_ID,
         vars.AUTH0_CLIENT_SECRET,
         vars.AUTH0_AUDIENCE,
+        vars.UPSTREAM_NAME,
       )
     case 'oidc':
       return settings(
@@ -453,19 +552,81 @@ function pickUpstream(vars: Env, problems: string[]): UpstreamSettings | undefin
         vars.OIDC_CLIENT_ID,
         vars.OIDC_CLIENT_SECRET,
         vars.OIDC_AUDIENCE,
+        vars.UPSTREAM_NAME,
       )
   }
 }
 
+const REDIS_TOPOLOGIES = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const
+
+/** One Redis topology at most, with what it needs; undefined for the in-memory store. */
+function redisOptions(vars: Env, problems: string[]): RedisStoreOptions | undefined {
+  const given = REDIS_TOPOLOGIES.filter((name) => vars[name] !== undefined)
+  if (given.length > 1) {
+    problems.push(
+      `${given.join(', ')}: give one Redis topology (single node, Sentinel or Cluster), not ${given.length}`,
+    )
+    return undefined
+  }
+  if (vars.REDIS_SENTINELS && !vars.REDIS_SENTINEL_MASTER) {
+    problems.push('REDIS_SENTINEL_MASTER: is required when REDIS_SENTINELS is set')
+  }
+  if (vars.REDIS_SENTINEL_MASTER && !vars.REDIS_SENTINELS) {
+    problems.push('REDIS_SENTINEL_MASTER: is only used with REDIS_SENTINELS')
+  }
+  if (!given.length) return undefined
+  const common = {
+    keyPrefix: vars.REDIS_KEY_PREFIX,
+    commandTimeoutMs: vars.REDIS_TIMEOUT_MS,
+    username: vars.REDIS_USERNAME,
+    password: vars.REDIS_PASSWORD,
+    tls: vars.REDIS_TLS,
+  }
+  // With replicas (Sentinel, Cluster) a new grant waits for one to hold it, so a failover
+  // right after cannot lose it; a single node has nobody to wait for.
+  if (vars.REDIS_SENTINELS && vars.REDIS_SENTINEL_MASTER) {
+    return Object.freeze({
+      ...common,
+      sentinels: vars.REDIS_SENTINELS,
+      sentinelMaster: vars.REDIS_SENTINEL_MASTER,
+      waitReplicas: vars.REDIS_WAIT_REPLICAS ?? 1,
+    })
+  }
+  if (vars.REDIS_CLUSTER_NODES) {
+    return Object.freeze({
+      ...common,
+      clusterNodes: vars.REDIS_CLUSTER_NODES,
+      waitReplicas: vars.REDIS_WAIT_REPLICAS ?? 1,
+    })
+  }
+  return vars.REDIS_URL
+    ? Object.freeze({ ...common, url: vars.REDIS_URL, waitReplicas: vars.REDIS_WAIT_REPLICAS ?? 0 })
+    : undefined
+}
+
 /** The forward-mode variables that only make sense together. */
-function checkForwarding(vars: Env, problems: string[]): void {
+function checkForwarding(vars: Env, problems: string[], reported: ReadonlySet<string>): void {
+  const backend = vars.MCP_UPSTREAM_URL
+  if (
+    backend?.protocol === 'http:' &&
+    !isLoopbackHost(backend.hostname) &&
+    !vars.MCP_UPSTREAM_ALLOW_HTTP &&
+    !reported.has('MCP_UPSTREAM_ALLOW_HTTP')
+  ) {
+    // Every forwarded request carries a user's token: plain http beyond this machine is the
+    // operator's explicit decision (a backend on a private network), never a default.
+    problems.push(
+      'MCP_UPSTREAM_URL: must be an https URL (plain http only on loopback, or set MCP_UPSTREAM_ALLOW_HTTP=true for a backend on a private network)',
+    )
+  }
+  if (reported.has('MCP_UPSTREAM_TOKEN')) return
   if (vars.MCP_UPSTREAM_TOKEN === 'downstream-jwt') {
-    if (!vars.MCP_UPSTREAM_URL) {
+    if (!vars.MCP_UPSTREAM_URL && !reported.has('MCP_UPSTREAM_URL')) {
       problems.push(
         'MCP_UPSTREAM_TOKEN: downstream-jwt needs MCP_UPSTREAM_URL (the backend it is for)',
       )
     }
-    if (!vars.DOWNSTREAM_JWT_SECRET) {
+    if (!vars.DOWNSTREAM_JWT_SECRET && !reported.has('DOWNSTREAM_JWT_SECRET')) {
       problems.push('DOWNSTREAM_JWT_SECRET: is required when MCP_UPSTREAM_TOKEN is downstream-jwt')
     }
     return
@@ -476,6 +637,18 @@ function checkForwarding(vars: Env, problems: string[]): void {
       problems.push(`${name}: is only used when MCP_UPSTREAM_TOKEN is downstream-jwt`)
     }
   }
+}
+
+/** The proxy's own keys are given both or neither: half a pair would be generated beside it. */
+function checkKeys(vars: Env, problems: string[]): void {
+  const signing = vars.SIGNING_KEY !== undefined
+  if (signing === (vars.ENCRYPTION_KEY !== undefined)) return
+  const [missing, given] = signing
+    ? ['ENCRYPTION_KEY', 'SIGNING_KEY']
+    : ['SIGNING_KEY', 'ENCRYPTION_KEY']
+  problems.push(
+    `${missing}: is required when ${given} is set (give both, or neither to generate them)`,
+  )
 }
 
 /** RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. */
@@ -525,9 +698,10 @@ function settings(
   clientId: string | undefined,
   clientSecret: string | undefined,
   audience: string | undefined,
+  displayName: string | undefined,
 ): UpstreamSettings {
   if (!issuer || !clientId) throw new Error('unreachable: required upstream variables were checked')
   // Kinde's issuer has no trailing slash even when the variable is written with one.
   const normalized = kind === 'kinde' ? new URL(issuer.href.replace(/\/+$/, '')) : issuer
-  return { kind, issuer: normalized, clientId, clientSecret, audience }
+  return { kind, issuer: normalized, clientId, clientSecret, audience, displayName }
 }

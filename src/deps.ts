@@ -10,6 +10,7 @@ import type { Store } from './store/store.js'
 import type { Keys } from './tokens/keys.js'
 import type { AuthorizeUser } from './tokens/policy.js'
 import type { AccessTokenVerifier } from './tokens/verifier.js'
+import type { UpstreamHealth } from './upstream/health.js'
 import type { Upstream } from './upstream/upstream.js'
 
 /**
@@ -30,6 +31,8 @@ export interface Deps {
   readonly metadataDocuments: Partial<MetadataDocumentOptions>
   /** The upstream identity provider, every call timed and counted in `metrics`. */
   readonly upstream: Upstream
+  /** Whether the upstream's discovery works; `/readyz` reports it. */
+  readonly upstreamHealth: UpstreamHealth
   /** Library mode: the embedding application's own say on each user (after the config policy). */
   readonly authorizeUser: AuthorizeUser
   /**

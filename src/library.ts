@@ -35,7 +35,7 @@ export interface McpAuthProxyOptions {
    */
   readonly authorizeUser?: AuthorizeUser
   /**
-   * Where clients, grants and keys live. Default: Redis when `REDIS_URL` is set, else in
+   * Where clients, grants and keys live. Default: Redis when one is configured, else in
    * memory. A store passed here is the caller's to close.
    */
   readonly store?: Store
@@ -101,6 +101,7 @@ export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<
   const close = () => {
     // MCP sessions end first, so their event streams do not keep the host's server open.
     shutdown.abort()
+    deps.upstreamHealth.stop()
     closing ??= ownsStore ? deps.store.close() : Promise.resolve()
     return closing
   }

@@ -1,13 +1,13 @@
-import { existsSync } from 'node:fs'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { serve } from '@hono/node-server'
 import { createApp } from './app.js'
-import { type Config, ConfigError, loadConfig } from './config.js'
+import { type Config, ConfigError, loadProcessConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { createLogger } from './logger.js'
 import { createServices, type ServiceOverrides } from './services.js'
+import { storeName } from './store/redis.js'
 
 /** A running proxy: where it listens and how to stop it. */
 export interface RunningServer {
@@ -49,16 +49,19 @@ export async function startServer(
         url,
         public_url: config.issuer,
         upstream: config.upstream.kind,
-        store: config.redisUrl ? 'redis' : 'memory',
+        store: storeName(config.redis),
       },
       'listening',
     )
+    // The proxy serves while the IdP is down; the watcher logs the cause and retries.
+    deps.upstreamHealth.start()
 
     let closing: Promise<void> | undefined
     const close = () => {
       closing ??= (async () => {
         // MCP sessions first: their event streams would otherwise hold connections open.
         shutdown.abort()
+        deps.upstreamHealth.stop()
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS)
           // Keep-alive connections turn idle as their in-flight requests finish: close them then,
@@ -83,15 +86,7 @@ export async function startServer(
 }
 
 async function main(): Promise<void> {
-  if (existsSync('.env')) process.loadEnvFile('.env')
-  let config: Config
-  try {
-    config = loadConfig(process.env)
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error
-    for (const problem of error.problems) process.stderr.write(`config error: ${problem}\n`)
-    process.exit(1)
-  }
+  const config = loadProcessConfig()
   const logger = createLogger(config.logLevel)
   let running: RunningServer
   try {

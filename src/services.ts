@@ -1,7 +1,7 @@
 import type { DestinationStream, Logger } from 'pino'
 import { type Audit, createAuditTrail } from './audit.js'
 import { type Clock, systemClock } from './clock.js'
-import type { Config } from './config.js'
+import { type Config, issuerVariable } from './config.js'
 import type { Deps } from './deps.js'
 import { createLogger } from './logger.js'
 import { createUpstreamTokenSource } from './mcp/upstream-token.js'
@@ -14,6 +14,7 @@ import type { Store } from './store/store.js'
 import { createKeys } from './tokens/keys.js'
 import { type AuthorizeUser, admitEveryone } from './tokens/policy.js'
 import { createAccessTokenVerifier } from './tokens/verifier.js'
+import { createUpstreamHealth } from './upstream/health.js'
 import { createOidcUpstream } from './upstream/oidc.js'
 
 /** The services of one proxy instance: what every route receives. */
@@ -25,7 +26,7 @@ export type Services = Deps
  */
 export interface ServiceOverrides {
   /**
-   * Where clients, grants and keys live. Default: Redis when `REDIS_URL` is set, else in
+   * Where clients, grants and keys live. Default: Redis when one is configured, else in
    * memory. A store passed here is the caller's to close.
    */
   readonly store?: Store | undefined
@@ -49,8 +50,8 @@ export interface ServiceOverrides {
  * the upstream come instrumented, so whatever uses them — a route, `/mcp`, an embedding
  * application's `requireAuth()` route — is counted in the same metrics, and the one audit
  * trail records its events. Keys are generated once and kept in the store when not configured;
- * upstream discovery is lazy, so the proxy starts (and serves discovery) while the IdP is
- * down. The store belongs to the caller, who closes it (`services.store.close()`); a store
+ * upstream discovery never blocks start-up, so the proxy starts (and serves discovery) while
+ * the IdP is down; `upstreamHealth` watches it and says why it fails. The store belongs to the caller, who closes it (`services.store.close()`); a store
  * created here is closed again if the keys cannot be set up.
  */
 export async function createServices(
@@ -62,13 +63,7 @@ export async function createServices(
   const metrics = createMetrics()
   const raw: Store =
     overrides.store ??
-    (config.redisUrl
-      ? await createRedisStore({
-          url: config.redisUrl,
-          keyPrefix: config.redisKeyPrefix,
-          commandTimeoutMs: config.redisTimeoutMs,
-        })
-      : createMemoryStore(clock))
+    (config.redis ? await createRedisStore(config.redis) : createMemoryStore(clock))
   const store = metrics.instrumentStore(raw)
   try {
     const keys = await createKeys({
@@ -80,16 +75,22 @@ export async function createServices(
       rotationSeconds: config.keyRotationSeconds,
     })
     const outbound = overrides.fetch ?? fetch
-    const upstream = metrics.instrumentUpstream(
-      createOidcUpstream({
-        settings: config.upstream,
-        publicUrl: config.publicUrl,
-        timeoutSeconds: config.upstreamTimeoutSeconds,
-        fetch: outbound,
-        logger,
-        clock,
-      }),
-    )
+    const oidc = createOidcUpstream({
+      settings: config.upstream,
+      publicUrl: config.publicUrl,
+      timeoutSeconds: config.upstreamTimeoutSeconds,
+      fetch: outbound,
+      logger,
+      clock,
+    })
+    const upstream = metrics.instrumentUpstream(oidc)
+    // Started by the server once it listens; a /readyz probe checks again while not ok.
+    const upstreamHealth = createUpstreamHealth({
+      upstream: oidc,
+      variable: issuerVariable(config.upstream.kind),
+      issuer: config.upstream.issuer,
+      logger,
+    })
     const trail = createAuditTrail(logger, config.auditLog, overrides.auditDestination)
     const audit: Audit = (event, fields, requestId) => {
       trail.audit(event, fields, requestId)
@@ -103,6 +104,7 @@ export async function createServices(
       logger,
       fetch: outbound,
       upstream,
+      upstreamHealth,
       metrics,
       audit,
       metadataDocuments: overrides.metadataDocuments ?? {},

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { authorizationUrl, consentFields, pkce, registerClient, signIn } from './support/flow.js'
 import { noHang } from './support/hang.js'
+import { freePort } from './support/net.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 import type { UpstreamUser } from './support/upstream.js'
 import { location, UserAgent } from './support/user-agent.js'
@@ -532,11 +533,18 @@ describe('an unreachable or slow upstream', () => {
   }
 
   it('redirects temporarily_unavailable after consent when the upstream is down', async () => {
-    const proxy = await startProxy({ flavor: 'kinde', env: { UPSTREAM_TIMEOUT_SECONDS: '1' } })
+    // Down since start-up: an upstream discovered once has its endpoints known, and the
+    // browser is sent on to them whether they answer or not.
+    const proxy = await startProxy({
+      flavor: 'kinde',
+      env: {
+        UPSTREAM_TIMEOUT_SECONDS: '1',
+        KINDE_ISSUER_URL: `http://127.0.0.1:${await freePort()}`,
+      },
+    })
     try {
       const url = await registerAndRequest(proxy)
-      await proxy.upstream.close()
-      // The upstream refuses connections: answered, without waiting for anything.
+      // Nothing listens at the issuer: answered, without waiting for anything.
       const back = await noHang(consent(proxy, url, new UserAgent()), 'consent')
       expect(back.origin + back.pathname).toBe(CALLBACK)
       expect(Object.fromEntries(back.searchParams)).toEqual({
@@ -546,8 +554,7 @@ describe('an unreachable or slow upstream', () => {
         iss: proxy.url,
       })
     } finally {
-      // The upstream is closed already.
-      await proxy.server.close()
+      await proxy.close()
     }
   })
 

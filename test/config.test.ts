@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { CONFIG_VARIABLES, loadConfig } from '../src/config.js'
 import { problemsOf } from './support/config.js'
@@ -292,6 +294,115 @@ describe('loadConfig', () => {
     ])
   })
 
+  it('names every problem of one environment in one pass, across stages', () => {
+    // Bad values, a missing PUBLIC_URL, a missing secret of the chosen upstream and a key
+    // without its pair: all of them at once, not one per start.
+    expect(
+      problemsOf({
+        KINDE_ISSUER_URL: 'acme.kinde.com',
+        KINDE_CLIENT_ID: 'id',
+        PORT: 'eighty',
+        SIGNING_KEY: 'pem',
+      }),
+    ).toEqual([
+      'PUBLIC_URL: is required',
+      'PORT: must be a port number',
+      'KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
+      'ENCRYPTION_KEY: is required when SIGNING_KEY is set (give both, or neither to generate them)',
+    ])
+    expect(
+      problemsOf({
+        ...KINDE,
+        PUBLIC_URL: 'https://mcp.example.com/mcp',
+        KINDE_CLIENT_SECRET: '',
+        OPEN_SCOPES: 'reports:read',
+      }),
+    ).toEqual([
+      'PUBLIC_URL: must be an origin without a path or query, e.g. https://mcp.example.com',
+      'KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
+      'OPEN_SCOPES: reports:read is not one of SCOPES',
+    ])
+  })
+
+  it('does not call a bad upstream variable missing as well', () => {
+    expect(
+      problemsOf({ ...KINDE, KINDE_ISSUER_URL: 'http://acme.kinde.com', KINDE_CLIENT_ID: '' }),
+    ).toEqual([
+      'KINDE_ISSUER_URL: must be an https URL (plain http only on loopback)',
+      'KINDE_CLIENT_ID: is required when UPSTREAM is kinde',
+    ])
+    expect(problemsOf({ ...KINDE, ...AUTH0, UPSTREAM: 'okta' })).toEqual([
+      'UPSTREAM: must be one of kinde, auth0, oidc',
+    ])
+  })
+
+  it('accepts a bare Kinde domain as AUTH0_DOMAIN does, assuming https', () => {
+    const config = loadConfig({ ...KINDE, KINDE_ISSUER_URL: 'acme.kinde.com' })
+    expect(config.upstream.issuer.href).toBe('https://acme.kinde.com/')
+    expect(config.upstream.issuer.origin).toBe('https://acme.kinde.com')
+  })
+
+  it('names the provider on the consent page as UPSTREAM_NAME says', () => {
+    expect(loadConfig(KINDE).upstream.displayName).toBeUndefined()
+    expect(loadConfig({ ...KINDE, UPSTREAM_NAME: 'Acme SSO' }).upstream.displayName).toBe(
+      'Acme SSO',
+    )
+  })
+
+  it('wants SIGNING_KEY and ENCRYPTION_KEY both or neither', () => {
+    expect(problemsOf({ ...KINDE, ENCRYPTION_KEY: 'k' })).toEqual([
+      'SIGNING_KEY: is required when ENCRYPTION_KEY is set (give both, or neither to generate them)',
+    ])
+  })
+
+  describe('forward mode over plain http', () => {
+    const https = 'https://backend.example.com/mcp'
+    const http = 'http://backend:8080/mcp'
+
+    it('forwards over https anywhere and over plain http on loopback', () => {
+      expect(loadConfig({ ...KINDE, MCP_UPSTREAM_URL: https }).mcpUpstreamUrl?.href).toBe(https)
+      const loopback = 'http://127.0.0.1:8080/mcp'
+      expect(loadConfig({ ...KINDE, MCP_UPSTREAM_URL: loopback }).mcpUpstreamUrl?.href).toBe(
+        loopback,
+      )
+    })
+
+    it('refuses plain http to another host, saying how to allow it', () => {
+      for (const url of [http, 'http://10.0.0.5/mcp', 'http://backend.internal/mcp']) {
+        expect(problemsOf({ ...KINDE, MCP_UPSTREAM_URL: url })).toEqual([
+          'MCP_UPSTREAM_URL: must be an https URL (plain http only on loopback, or set MCP_UPSTREAM_ALLOW_HTTP=true for a backend on a private network)',
+        ])
+      }
+      expect(
+        problemsOf({ ...KINDE, MCP_UPSTREAM_URL: http, MCP_UPSTREAM_ALLOW_HTTP: 'false' }),
+      ).toHaveLength(1)
+    })
+
+    it('forwards over plain http to any host with MCP_UPSTREAM_ALLOW_HTTP=true', () => {
+      for (const url of [http, 'http://10.0.0.5/mcp', 'http://backend.internal/mcp']) {
+        const config = loadConfig({
+          ...KINDE,
+          MCP_UPSTREAM_URL: url,
+          MCP_UPSTREAM_ALLOW_HTTP: 'true',
+        })
+        expect(config.mcpUpstreamUrl?.href).toBe(url)
+      }
+    })
+
+    it('still refuses what is not an http(s) URL, and a bad switch', () => {
+      expect(
+        problemsOf({
+          ...KINDE,
+          MCP_UPSTREAM_URL: 'ftp://backend/mcp',
+          MCP_UPSTREAM_ALLOW_HTTP: 'true',
+        }),
+      ).toEqual(['MCP_UPSTREAM_URL: must be an https URL (plain http only on loopback)'])
+      expect(
+        problemsOf({ ...KINDE, MCP_UPSTREAM_URL: http, MCP_UPSTREAM_ALLOW_HTTP: 'yes please' }),
+      ).toEqual(['MCP_UPSTREAM_ALLOW_HTTP: must be true or false'])
+    })
+  })
+
   it('reads a static private_key_jwt client’s public keys, never with a secret or a private key', () => {
     const key = { kty: 'EC', crv: 'P-256', x: 'eA', y: 'eQ', kid: 'k1' }
     const client = { client_id: 'agentic', redirect_uris: ['https://app.example.com/cb'] }
@@ -323,6 +434,139 @@ describe('loadConfig', () => {
     expect(problemsOf({ ...KINDE, REDIS_URL: 'http://cache' })).toEqual([
       'REDIS_URL: must start with redis:// or rediss://',
     ])
+  })
+
+  it('reads a Sentinel set or a Cluster, with credentials and TLS for either', () => {
+    const sentinel = loadConfig({
+      ...KINDE,
+      REDIS_SENTINELS: 's1:26380, s2,[::1]:26381',
+      REDIS_SENTINEL_MASTER: 'mymaster',
+      REDIS_USERNAME: 'proxy',
+      REDIS_PASSWORD: 'pw',
+      REDIS_TLS: 'true',
+    }).redis
+    expect(sentinel).toEqual({
+      sentinels: [
+        { host: 's1', port: 26380 },
+        { host: 's2', port: 26379 },
+        { host: '::1', port: 26381 },
+      ],
+      sentinelMaster: 'mymaster',
+      username: 'proxy',
+      password: 'pw',
+      tls: true,
+      keyPrefix: 'mcp-oauth-proxy:',
+      commandTimeoutMs: 2000,
+      waitReplicas: 1,
+    })
+    const cluster = loadConfig({ ...KINDE, REDIS_CLUSTER_NODES: 'r1:7000,r2' }).redis
+    expect(cluster).toMatchObject({
+      clusterNodes: [
+        { host: 'r1', port: 7000 },
+        { host: 'r2', port: 6379 },
+      ],
+      tls: false,
+      waitReplicas: 1,
+    })
+    expect(loadConfig({ ...KINDE, REDIS_URL: 'redis://r:6379' }).redis).toMatchObject({
+      url: 'redis://r:6379',
+      waitReplicas: 0,
+    })
+    expect(
+      loadConfig({ ...KINDE, REDIS_CLUSTER_NODES: 'r1', REDIS_WAIT_REPLICAS: '0' }).redis,
+    ).toMatchObject({ waitReplicas: 0 })
+    expect(loadConfig(KINDE).redis).toBeUndefined()
+  })
+
+  it('refuses two Redis topologies at once, naming both variables', () => {
+    expect(
+      problemsOf({ ...KINDE, REDIS_URL: 'redis://r', REDIS_CLUSTER_NODES: 'r1:7000' }),
+    ).toEqual([
+      'REDIS_URL, REDIS_CLUSTER_NODES: give one Redis topology (single node, Sentinel or Cluster), not 2',
+    ])
+    expect(
+      problemsOf({
+        ...KINDE,
+        REDIS_SENTINELS: 's1',
+        REDIS_SENTINEL_MASTER: 'm',
+        REDIS_CLUSTER_NODES: 'r1',
+      }),
+    ).toEqual([
+      'REDIS_SENTINELS, REDIS_CLUSTER_NODES: give one Redis topology (single node, Sentinel or Cluster), not 2',
+    ])
+  })
+
+  it('needs the master name with sentinels, and host:port nodes', () => {
+    expect(problemsOf({ ...KINDE, REDIS_SENTINELS: 's1:26379' })).toEqual([
+      'REDIS_SENTINEL_MASTER: is required when REDIS_SENTINELS is set',
+    ])
+    expect(problemsOf({ ...KINDE, REDIS_SENTINEL_MASTER: 'm' })).toEqual([
+      'REDIS_SENTINEL_MASTER: is only used with REDIS_SENTINELS',
+    ])
+    expect(problemsOf({ ...KINDE, REDIS_CLUSTER_NODES: 'r1:70000' })).toEqual([
+      'REDIS_CLUSTER_NODES: "r1:70000" is not host:port',
+    ])
+    expect(problemsOf({ ...KINDE, REDIS_CLUSTER_NODES: 'redis://r1:7000' })).toEqual([
+      'REDIS_CLUSTER_NODES: "redis://r1:7000" is not host:port',
+    ])
+  })
+
+  it('refuses braces in REDIS_KEY_PREFIX, which would break Cluster hash tags', () => {
+    expect(problemsOf({ ...KINDE, REDIS_KEY_PREFIX: 'app{1}:' })).toEqual([
+      'REDIS_KEY_PREFIX: must not contain { or } (Redis Cluster reads them as a hash tag)',
+    ])
+  })
+})
+
+/** Runs a command in the repository with only `env` (and PATH, HOME) set. */
+async function runWith(
+  env: Record<string, string>,
+  command: string,
+  ...args: string[]
+): Promise<{ code: number; output: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(command, args, {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+      timeout: 60_000,
+    })
+    return { code: 0, output: stdout + stderr }
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string }
+    return { code: failed.code ?? -1, output: `${failed.stdout ?? ''}${failed.stderr ?? ''}` }
+  }
+}
+
+describe('npm start with bad configuration', () => {
+  it('lists every problem and exits 1 before building anything', async () => {
+    const { code, output } = await runWith(
+      { KINDE_ISSUER_URL: 'acme.kinde.com', KINDE_CLIENT_ID: 'id', PORT: 'eighty' },
+      'npm',
+      'start',
+    )
+    expect(code, output).toBe(1)
+    expect(output).toContain(
+      [
+        'config error: PUBLIC_URL: is required',
+        'config error: PORT: must be a port number',
+        'config error: KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
+      ].join('\n'),
+    )
+    expect(output).not.toContain('tsc -p')
+  })
+
+  it('check-config says what it found when the configuration holds', async () => {
+    const { code, output } = await runWith(
+      { ...KINDE, KINDE_ISSUER_URL: 'acme.kinde.com' },
+      process.execPath,
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'check-config',
+    )
+    expect(code, output).toBe(0)
+    expect(output).toBe(
+      'configuration ok: https://mcp.example.com, upstream kinde at https://acme.kinde.com/, memory store\n',
+    )
   })
 })
 

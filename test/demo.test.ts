@@ -1,7 +1,8 @@
 /**
  * `npm run demo` as a new user meets it: started with npm in its own process group, then the
  * MCP SDK client signs in (consent page, then the built-in provider's one-click form) and calls
- * the tools; the printed curl dance is run as printed; SIGTERM stops both servers.
+ * the tools; the printed curl dance is run as printed, to a tool call; the pages are clicked
+ * through in headless Chromium, on a desktop and a phone; SIGTERM stops both servers.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { readdir, readFile } from 'node:fs/promises'
@@ -10,7 +11,9 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js'
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium, overflowsSideways, PHONE_VIEWPORT, screenshot } from './support/browser.js'
 import { TestOAuthProvider } from './support/flow.js'
 import { noHang } from './support/hang.js'
 import { connectClient, resultJson } from './support/mcp.js'
@@ -71,8 +74,13 @@ describe('npm run demo', () => {
     expect(output).toContain(
       `{"mcpServers":{"demo":{"command":"npx","args":["mcp-remote","http://localhost:${port}/mcp"]}}}`,
     )
-    expect(output).toContain('npx @modelcontextprotocol/inspector')
+    expect(output).toContain(
+      'MCP Inspector (needs Node >= 22.19): npx @modelcontextprotocol/inspector',
+    )
     expect(output).toMatch(/Streamable HTTP", URL http:\/\/localhost:\d+\/mcp/)
+    expect(output).toContain(
+      'See the audit trail (sign-ins, consents, tokens): restart with LOG_LEVEL=info npm run demo',
+    )
     expect(output).not.toMatch(/oidc-provider WARNING/)
   })
 
@@ -111,23 +119,129 @@ describe('npm run demo', () => {
     expect(userinfo).toMatchObject({ email: 'demo@example.com', name: 'Demo User' })
   })
 
-  it('runs the printed curl dance as printed', async () => {
+  it('runs the printed curl dance as printed, from registration to a whoami result', async () => {
     const register = commandAfter('1. Register a client')
     const registered = JSON.parse((await bash(register)).stdout) as { client_id: string }
-    const authorizeUrl = new URL(/^\s*(http\S+\/authorize\?\S+)$/m.exec(output)?.[1] ?? '')
+    const authorizeUrl = printedAuthorizeUrl()
     // The demo registered the same metadata, so the printed URL already has this client id.
     expect(authorizeUrl.searchParams.get('client_id')).toBe(registered.client_id)
 
     const redirectUri = authorizeUrl.searchParams.get('redirect_uri') ?? ''
     const back = await browse(authorizeUrl, (url) => url.href.startsWith(redirectUri))
-    // The callback page shows step 3 with the code filled in, and step 4.
+    const code = back.searchParams.get('code') ?? ''
+    // The page the browser lands on shows steps 3 to 5 as printed, the code filled in.
     const page = await (await fetch(back)).text()
-    const [exchange, callMcp] = [...page.matchAll(/<pre>([^<]*)<\/pre>/g)].map((m) =>
-      decodeHtml(m[1] ?? ''),
-    )
-    expect(exchange).toContain(`code=${back.searchParams.get('code')}`)
-    const { stdout } = await bash(`${exchange}\n${callMcp}`)
-    expect(stdout).toMatch(/"serverInfo":\{"name":"mcp-oauth-proxy"/)
+    const shown = [...page.matchAll(/<pre>([^<]*)<\/pre>/g)].map((m) => decodeHtml(m[1] ?? ''))
+    const printed = [
+      blockAfter('Exchange the code for an access token').replace('code=CODE', `code=${code}`),
+      blockAfter('4. Open an MCP session'),
+      blockAfter('5. Call the MCP endpoint in that session'),
+    ]
+    expect(shown).toEqual(printed)
+
+    // Pasted into one shell, one after the other, as the steps say.
+    const { stdout } = await bash(shown.join('\n'))
+    expect(stdout).toMatch(/^session [\w-]{16,}$/m)
+    const answers = stdout
+      .split('\n')
+      .filter((line) => line.startsWith('data: ') || line.startsWith('{'))
+      .map((line) => JSON.parse(line.replace(/^data: /, '')) as Record<string, unknown>)
+    expect(answers.map((answer) => answer.id)).toEqual([2, 3])
+    expect(answers[0]).toMatchObject({
+      result: { tools: expect.arrayContaining([expect.objectContaining({ name: 'whoami' })]) },
+    })
+    const whoami = answers[1] as { result: { content: { text: string }[] } }
+    expect(JSON.parse(whoami.result.content[0]?.text ?? '')).toMatchObject({
+      email: 'demo@example.com',
+      orgCode: 'org_demo',
+      actor: 'user',
+    })
+  })
+
+  describe('its pages in headless Chromium', () => {
+    let browser: Browser
+
+    beforeAll(async () => {
+      browser = await launchChromium()
+    })
+
+    afterAll(async () => {
+      await browser?.close()
+    })
+
+    async function freshPage(viewport = { width: 1280, height: 800 }): Promise<Page> {
+      const context = await browser.newContext({ viewport })
+      context.setDefaultTimeout(10_000)
+      return context.newPage()
+    }
+
+    const isIdp = (url: URL) =>
+      url.port === String(idpPort) && url.pathname.startsWith('/interaction/')
+
+    it('names the demo sign-in on the consent page, then shows the demo provider and the next steps', async () => {
+      const page = await freshPage()
+      await page.goto(printedAuthorizeUrl().href)
+      await expect(page.locator('p.sub').textContent()).resolves.toBe(
+        'You will sign in with the built-in demo sign-in next.',
+      )
+      await screenshot(page, 'demo-consent')
+
+      await Promise.all([
+        page.waitForURL(isIdp),
+        page.getByRole('button', { name: 'Allow' }).click(),
+      ])
+      await expect(page.locator('p.sub').textContent()).resolves.toContain(
+        'built-in demo identity provider of mcp-oauth-proxy, standing in for Kinde',
+      )
+      await expect(page.locator('#demo-user').textContent()).resolves.toBe(
+        'Demo User <demo@example.com>, organization org_demo',
+      )
+      await screenshot(page, 'demo-sign-in')
+
+      await page.getByRole('button', { name: 'Sign in as demo user' }).click()
+      await page.getByRole('heading', { name: 'Signed in' }).waitFor()
+      expect(await page.locator('pre').count()).toBe(3)
+      await screenshot(page, 'demo-signed-in')
+      await page.context().close()
+    })
+
+    it('after Deny, says why and links back to the sign-in', async () => {
+      const page = await freshPage()
+      await page.goto(printedAuthorizeUrl().href)
+      await page.getByRole('button', { name: 'Deny' }).click()
+      await page.getByRole('heading', { name: 'Not signed in' }).waitFor()
+      await expect(page.locator('#error-code').textContent()).resolves.toBe('access_denied')
+      await expect(page.locator('#error-description').textContent()).resolves.toBe(
+        'the user denied the request',
+      )
+      await screenshot(page, 'demo-denied')
+
+      await page.getByRole('link', { name: 'Start the sign-in again' }).click()
+      await page.getByRole('button', { name: 'Allow' }).waitFor()
+      expect(new URL(page.url()).pathname).toBe('/authorize')
+      await page.context().close()
+    })
+
+    it('reads on a phone, and a sign-in cancelled at the provider ends on the same page', async () => {
+      const page = await freshPage(PHONE_VIEWPORT)
+      await page.goto(printedAuthorizeUrl().href)
+      expect(await overflowsSideways(page)).toBe(false)
+      await screenshot(page, 'demo-consent-phone')
+
+      await Promise.all([
+        page.waitForURL(isIdp),
+        page.getByRole('button', { name: 'Allow' }).click(),
+      ])
+      expect(await overflowsSideways(page)).toBe(false)
+      await screenshot(page, 'demo-sign-in-phone')
+
+      await page.getByRole('button', { name: 'Cancel' }).click()
+      await page.getByRole('heading', { name: 'Not signed in' }).waitFor()
+      await expect(page.locator('#error-code').textContent()).resolves.toBe('access_denied')
+      expect(await overflowsSideways(page)).toBe(false)
+      await screenshot(page, 'demo-cancelled-phone')
+      await page.context().close()
+    })
   })
 
   it('stops both servers on SIGTERM, even with an MCP client still connected', async () => {
@@ -143,6 +257,23 @@ describe('npm run demo', () => {
     // No process of the group is left behind.
     await waitUntilGroupGone(pid)
   })
+
+  function printedAuthorizeUrl(): URL {
+    return new URL(/^\s*(http\S+\/authorize\?\S+)$/m.exec(output)?.[1] ?? '')
+  }
+
+  /** The lines printed under the heading that starts with `heading`, up to the next step. */
+  function blockAfter(heading: string): string {
+    const lines = output.split('\n')
+    const start = lines.findIndex((line) => line.trim().startsWith(heading))
+    expect(start, heading).toBeGreaterThan(-1)
+    const block: string[] = []
+    for (const line of lines.slice(start + 1)) {
+      if (!line.startsWith('     ')) break
+      block.push(line.slice(5))
+    }
+    return block.join('\n')
+  }
 
   /** The command printed under the step whose heading starts with `heading`. */
   function commandAfter(heading: string): string {

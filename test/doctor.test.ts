@@ -68,13 +68,16 @@ describe('mcp-oauth-proxy doctor', () => {
     const { code, stdout } = await doctor(`${proxy.url}/mcp`)
     expect(code, stdout).toBe(0)
     const lines = stdout.split('\n').filter((line) => /^[✔✘-] /.test(line))
-    expect(lines).toHaveLength(10)
+    expect(lines).toHaveLength(11)
     expect(
       lines.every((line) => line.startsWith('✔ ')),
       stdout,
     ).toBe(true)
     expect(stdout).toContain('registers a public client "mcp-oauth-proxy doctor"')
-    expect(stdout).toContain('10 passed, 0 failed')
+    expect(stdout).toContain(`✔ ${CHECK.upstream}`)
+    expect(stdout).toContain('✔ /readyz (store: memory)')
+    expect(stdout).toContain('11 passed, 0 failed')
+    expect(stdout).not.toContain('did you mean')
   })
 
   it('fails against a broken deployment, naming the failing checks, and exits 1', async () => {
@@ -112,6 +115,24 @@ describe('mcp-oauth-proxy doctor', () => {
     expect(stdout).not.toMatch(/\n\s+at /)
   })
 
+  it('asks "did you mean …/mcp?" when given the origin alone', async () => {
+    const { code, stdout } = await doctor(proxy.url, '--no-register')
+    expect(code).toBe(1)
+    expect(stdout).toContain(`${proxy.url} has no path: did you mean ${proxy.url}/mcp?`)
+    // With the trailing slash people paste, too.
+    const slash = await doctor(`${proxy.url}/`, '--no-register')
+    expect(slash.stdout).toContain(`did you mean ${proxy.url}/mcp?`)
+  })
+
+  it('prints its usage for --help and -h and exits 0', async () => {
+    for (const flag of ['--help', '-h']) {
+      const { code, stdout } = await doctor(flag)
+      expect(code, stdout).toBe(0)
+      expect(stdout).toMatch(/^Usage: mcp-oauth-proxy doctor <mcp-url>/)
+      expect(stdout).not.toContain('mcp-oauth-proxy: ')
+    }
+  })
+
   it('refuses a command line without a URL with exit code 2', async () => {
     const { code, stdout } = await doctor()
     expect(code).toBe(2)
@@ -128,7 +149,7 @@ describe('mcp-oauth-proxy doctor', () => {
     expect(registrations).toBe(0)
     expect(statusOf(results, CHECK.registration)).toBe('skip')
     expect(results.filter((r) => r.status === 'fail')).toEqual([])
-    expect(formatReport(results)).toMatch(/9 passed, 0 failed, 1 skipped\n$/)
+    expect(formatReport(results)).toMatch(/10 passed, 0 failed, 1 skipped\n$/)
   })
 })
 

@@ -1,54 +1,13 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { createServer, request, type Server } from 'node:http'
+import type { ChildProcess } from 'node:child_process'
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startBalancer, startProcess } from './support/fleet.js'
 import { signIn, TestOAuthProvider } from './support/flow.js'
 import { connectClient, resultJson } from './support/mcp.js'
 import { freePort } from './support/net.js'
 import { PROXY_CLIENT, upstreamEnv } from './support/proxy.js'
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js'
 import { startUpstream, type Upstream } from './support/upstream.js'
-
-/** A round-robin HTTP balancer, as in front of a fleet: each request goes to the next backend. */
-function startBalancer(
-  port: number,
-  backends: string[],
-): Promise<{ server: Server; hits: number[] }> {
-  const hits = backends.map(() => 0)
-  let next = 0
-  const server = createServer((req, res) => {
-    const index = next++ % backends.length
-    hits[index] = (hits[index] ?? 0) + 1
-    const target = new URL(req.url ?? '/', backends[index])
-    const upstream = request(target, { method: req.method, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers)
-      answer.pipe(res)
-    })
-    upstream.on('error', () => {
-      res.writeHead(502).end()
-    })
-    req.pipe(upstream)
-  })
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, hits })))
-}
-
-/** Starts the proxy as its own process, the way `npm start` runs it. */
-async function startProcess(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: new URL('..', import.meta.url).pathname,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'ignore'],
-  })
-  await new Promise<void>((resolve, reject) => {
-    let out = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-      if (out.includes('"listening"')) resolve()
-    })
-    child.once('exit', (code) => reject(new Error(`proxy exited with ${code}: ${out}`)))
-  })
-  return child
-}
 
 describe('two proxy processes behind a round-robin balancer, sharing Redis', () => {
   let upstream: Upstream

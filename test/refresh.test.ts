@@ -76,8 +76,23 @@ describe.each(['memory', 'redis'] as const)('refresh token rotation (%s store)',
 
   it('issues a refresh token to an SDK-style client that never asked for offline_access', async () => {
     const { tokens } = await signedIn(proxy)
-    expect(tokens.refresh_token).toMatch(/^[\w-]{43}$/)
+    // `<grant id>.<secret>`: the grant id finds the record in the grant's Redis Cluster slot.
+    expect(tokens.refresh_token).toMatch(/^[\w-]{22}\.[\w-]{43}$/)
     expect(tokens.scope).toBe('openid profile email')
+  })
+
+  it("refuses a refresh token whose grant id was swapped for another of the client's grants", async () => {
+    const { clientId, tokens } = await signedIn(proxy, 'swapped grant id')
+    const other = await signedIn(proxy, 'swapped grant id')
+    const [, secret] = tokens.refresh_token.split('.')
+    const [otherGrant] = other.tokens.refresh_token.split('.')
+    for (const forged of [`${otherGrant}.${secret}`, `${secret}`, `.${secret}`, `x}{.${secret}`]) {
+      const res = await refresh(proxy.url, clientId, forged)
+      expect(res.status).toBe(400)
+      expect(await res.json()).toMatchObject({ error: 'invalid_grant' })
+    }
+    expect((await refresh(proxy.url, clientId, tokens.refresh_token)).status).toBe(200)
+    expect((await refresh(proxy.url, other.clientId, other.tokens.refresh_token)).status).toBe(200)
   })
 
   it('rotates on every use, refreshing the upstream token too', async () => {

@@ -87,9 +87,12 @@ describe('the server process', () => {
     })
     const [code] = await once(proc.child, 'exit')
     expect(code).toBe(1)
+    // Bad values and what the chosen upstream lacks, in one pass.
     expect(proc.stderr().trim().split('\n')).toEqual([
       'config error: PUBLIC_URL: must be an https URL (plain http only on loopback)',
       'config error: PORT: must be a port number',
+      'config error: KINDE_CLIENT_ID: is required when UPSTREAM is kinde',
+      'config error: KINDE_CLIENT_SECRET: is required when UPSTREAM is kinde',
     ])
   })
 

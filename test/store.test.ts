@@ -4,7 +4,13 @@ import { createMemoryStore } from '../src/store/memory.js'
 import { createRedisStore } from '../src/store/redis.js'
 import type { Store } from '../src/store/store.js'
 import { createTestClock } from './support/clock.js'
-import { createTestRedisStore, elapseKeys } from './support/redis.js'
+import { createTestRedisStore, elapseKeys, uniquePrefix } from './support/redis.js'
+import {
+  type RedisCluster,
+  type RedisSentinelSet,
+  startRedisCluster,
+  startRedisSentinelSet,
+} from './support/redis-server.js'
 
 interface Subject {
   store: Store
@@ -25,17 +31,72 @@ async function redisSubject(): Promise<Subject> {
   return { store, elapse: (s) => elapseKeys(store.prefix, s), close: () => store.close() }
 }
 
+const TIMEOUT_MS = 1000
+
+/** A store on the set's master, with a prefix of its own; new grants wait for the replica. */
+function sentinelStore(set: RedisSentinelSet, prefix: string) {
+  return createRedisStore({
+    sentinels: set.sentinels,
+    sentinelMaster: set.masterName,
+    keyPrefix: prefix,
+    commandTimeoutMs: TIMEOUT_MS,
+    waitReplicas: 1,
+  })
+}
+
+function clusterStore(cluster: RedisCluster, prefix: string) {
+  return createRedisStore({
+    clusterNodes: cluster.nodes,
+    keyPrefix: prefix,
+    commandTimeoutMs: TIMEOUT_MS,
+    waitReplicas: 1,
+  })
+}
+
+/** A subject on a replicated topology; time passes for its keys on each of `masters`. */
+async function topologySubject(
+  open: (prefix: string) => Promise<Store>,
+  masters: () => Promise<readonly { url: string }[]>,
+): Promise<Subject> {
+  const prefix = uniquePrefix('store')
+  const store = await open(prefix)
+  return {
+    store,
+    elapse: async (s) => {
+      for (const { url } of await masters()) await elapseKeys(prefix, s, url)
+    },
+    close: () => store.close(),
+  }
+}
+
+/** Polls `probe` until it resolves (a recovery: the store serving again after a failover). */
+async function eventually<T>(probe: () => Promise<T>, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      return await probe()
+    } catch (error) {
+      if (Date.now() > deadline) throw error
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+  }
+}
+
+// Keys of one multi-key call (takeOnce, putMany) share a hash tag, as the key schema's do: a
+// Redis Cluster refuses them otherwise.
 describe.each([
   ['memory', memorySubject],
   ['redis', redisSubject],
-])('store contract on %s', (_name, make) => {
+])('store contract on %s', (_name, make) => storeContract(make))
+
+function storeContract(make: () => Promise<Subject>) {
   let subject: Subject
   let store: Store
   beforeAll(async () => {
     subject = await make()
     store = subject.store
-  })
-  afterAll(() => subject.close())
+  }, 120_000)
+  afterAll(() => subject?.close(), 30_000)
 
   it('returns what was put, as a copy', async () => {
     const value = { a: 1, nested: { b: ['x'] } }
@@ -123,60 +184,62 @@ describe.each([
   })
 
   it('takeOnce takes the value and leaves the marker, for exactly one of many', async () => {
-    await store.put('k:once', { code: 1 }, 10)
+    await store.put('k:{once}', { code: 1 }, 10)
     const results = await Promise.all(
-      Array.from({ length: 50 }, () => store.takeOnce('k:once', 'k:once-used', 'grant-1', 10)),
+      Array.from({ length: 50 }, () => store.takeOnce('k:{once}', 'k:{once}-used', 'grant-1', 10)),
     )
     expect(results.filter((r) => r !== undefined)).toEqual([{ code: 1 }])
-    expect(await store.get('k:once')).toBeUndefined()
-    expect(await store.get('k:once-used')).toBe('grant-1')
-    expect(await store.takeOnce('k:once', 'k:once-used', 'grant-2', 10)).toBeUndefined()
-    expect(await store.get('k:once-used')).toBe('grant-1')
+    expect(await store.get('k:{once}')).toBeUndefined()
+    expect(await store.get('k:{once}-used')).toBe('grant-1')
+    expect(await store.takeOnce('k:{once}', 'k:{once}-used', 'grant-2', 10)).toBeUndefined()
+    expect(await store.get('k:{once}-used')).toBe('grant-1')
   })
 
   it('takeOnce changes nothing when the marker is there or the value is not', async () => {
-    await store.put('k:once-marked', 'value', 10)
-    await store.put('k:once-marked-used', 'earlier', 10)
-    expect(await store.takeOnce('k:once-marked', 'k:once-marked-used', 'later', 10)).toBeUndefined()
-    expect(await store.get('k:once-marked')).toBe('value')
-    expect(await store.get('k:once-marked-used')).toBe('earlier')
-    expect(await store.takeOnce('k:once-none', 'k:once-none-used', 'x', 10)).toBeUndefined()
-    expect(await store.get('k:once-none-used')).toBeUndefined()
+    await store.put('k:{once-marked}', 'value', 10)
+    await store.put('k:{once-marked}-used', 'earlier', 10)
+    expect(
+      await store.takeOnce('k:{once-marked}', 'k:{once-marked}-used', 'later', 10),
+    ).toBeUndefined()
+    expect(await store.get('k:{once-marked}')).toBe('value')
+    expect(await store.get('k:{once-marked}-used')).toBe('earlier')
+    expect(await store.takeOnce('k:{once-none}', 'k:{once-none}-used', 'x', 10)).toBeUndefined()
+    expect(await store.get('k:{once-none}-used')).toBeUndefined()
   })
 
   it('takeOnce gives the marker its own TTL', async () => {
-    await store.put('k:once-ttl', 'value', 30)
-    expect(await store.takeOnce('k:once-ttl', 'k:once-ttl-used', 'm', 10)).toBe('value')
+    await store.put('k:{once-ttl}', 'value', 30)
+    expect(await store.takeOnce('k:{once-ttl}', 'k:{once-ttl}-used', 'm', 10)).toBe('value')
     await subject.elapse(11)
-    expect(await store.get('k:once-ttl-used')).toBeUndefined()
-    await expect(store.takeOnce('k:once-ttl', 'k:once-ttl-used', 'm', 0)).rejects.toThrow(
+    expect(await store.get('k:{once-ttl}-used')).toBeUndefined()
+    await expect(store.takeOnce('k:{once-ttl}', 'k:{once-ttl}-used', 'm', 0)).rejects.toThrow(
       RangeError,
     )
   })
 
   it('putMany writes every entry with its own TTL', async () => {
     await store.putMany([
-      { key: 'k:many-a', value: { a: 1 }, ttlSeconds: 10 },
-      { key: 'k:many-b', value: 'b', ttlSeconds: 30 },
+      { key: 'k:{many}-a', value: { a: 1 }, ttlSeconds: 10 },
+      { key: 'k:{many}-b', value: 'b', ttlSeconds: 30 },
     ])
-    expect(await store.get('k:many-a')).toEqual({ a: 1 })
-    expect(await store.get('k:many-b')).toBe('b')
+    expect(await store.get('k:{many}-a')).toEqual({ a: 1 })
+    expect(await store.get('k:{many}-b')).toBe('b')
     await subject.elapse(11)
-    expect(await store.get('k:many-a')).toBeUndefined()
-    expect(await store.get('k:many-b')).toBe('b')
-    await store.putMany([{ key: 'k:many-b', value: 'one', ttlSeconds: 10 }])
-    expect(await store.get('k:many-b')).toBe('one')
+    expect(await store.get('k:{many}-a')).toBeUndefined()
+    expect(await store.get('k:{many}-b')).toBe('b')
+    await store.putMany([{ key: 'k:{many}-b', value: 'one', ttlSeconds: 10 }])
+    expect(await store.get('k:{many}-b')).toBe('one')
     await expect(store.putMany([])).resolves.toBeUndefined()
   })
 
   it('putMany refuses a batch with a bad TTL and writes none of it', async () => {
     await expect(
       store.putMany([
-        { key: 'k:many-bad-a', value: 1, ttlSeconds: 10 },
-        { key: 'k:many-bad-b', value: 2, ttlSeconds: 0 },
+        { key: 'k:{many-bad}-a', value: 1, ttlSeconds: 10 },
+        { key: 'k:{many-bad}-b', value: 2, ttlSeconds: 0 },
       ]),
     ).rejects.toThrow(RangeError)
-    expect(await store.get('k:many-bad-a')).toBeUndefined()
+    expect(await store.get('k:{many-bad}-a')).toBeUndefined()
   })
 
   it('counts increments within a window and restarts after it', async () => {
@@ -191,6 +254,91 @@ describe.each([
   it('answers ping', async () => {
     await expect(store.ping()).resolves.toBeUndefined()
   })
+}
+
+/**
+ * A master killed under the store: commands fail fast (StoreUnavailableError, the edge's 503)
+ * while the engine fails over, then the same store serves again, and what `putMany` wrote
+ * before the kill (waited for by a replica) is still there.
+ */
+function failover(
+  open: () => Promise<Store>,
+  masterOf: (key: string) => Promise<{ stop(): Promise<void>; start(): Promise<void> }>,
+  healthy: () => Promise<void>,
+  prefix: string,
+) {
+  it('fails fast while its master is down, then serves again with every grant kept', async () => {
+    const store = await open()
+    try {
+      const grants = Array.from({ length: 20 }, (_, i) => `grant:{g${i}}`)
+      for (const key of grants) await store.putMany([{ key, value: key, ttlSeconds: 60 }])
+      const victim = grants[0] as string
+      const master = await masterOf(`${prefix}${victim}`)
+      await master.stop()
+
+      await expect(store.get(victim)).rejects.toBeInstanceOf(StoreUnavailableError)
+      await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError)
+
+      expect(await eventually(() => store.get(victim))).toBe(victim)
+      await eventually(() => store.ping())
+      for (const key of grants) expect(await store.get(key)).toBe(key)
+      await store.putMany([{ key: victim, value: 'after', ttlSeconds: 60 }])
+      expect(await store.get(victim)).toBe('after')
+
+      await master.start()
+      await healthy()
+    } finally {
+      await store.close()
+    }
+  }, 120_000)
+}
+
+describe('redis sentinel', () => {
+  let set: RedisSentinelSet
+  beforeAll(async () => {
+    set = await startRedisSentinelSet()
+  }, 120_000)
+  afterAll(() => set?.dispose())
+
+  describe('store contract', () =>
+    storeContract(() =>
+      topologySubject(
+        (prefix) => sentinelStore(set, prefix),
+        async () => [await set.master()],
+      ),
+    ))
+  const prefix = uniquePrefix('failover')
+  describe('failover', () =>
+    failover(
+      () => sentinelStore(set, prefix),
+      () => set.master(),
+      () => set.healthy(),
+      prefix,
+    ))
+})
+
+describe('redis cluster', () => {
+  let cluster: RedisCluster
+  beforeAll(async () => {
+    cluster = await startRedisCluster()
+  }, 120_000)
+  afterAll(() => cluster?.dispose())
+
+  describe('store contract', () =>
+    storeContract(() =>
+      topologySubject(
+        (prefix) => clusterStore(cluster, prefix),
+        () => cluster.masters(),
+      ),
+    ))
+  const prefix = uniquePrefix('failover')
+  describe('failover', () =>
+    failover(
+      () => clusterStore(cluster, prefix),
+      (key) => cluster.masterOf(key),
+      () => cluster.healthy(),
+      prefix,
+    ))
 })
 
 describe('redis store isolation and failure', () => {

@@ -69,6 +69,7 @@ export const CHECK = {
   jwks: 'JWKS reachable',
   registration: 'dynamic client registration of a loopback native client',
   ready: '/readyz',
+  upstream: 'upstream identity provider reachable (as /readyz reports it)',
 } as const
 
 /** The resource identifier of an MCP endpoint URL: the URL without its fragment. */
@@ -307,11 +308,32 @@ export function assessRegistration(status: number, body: unknown): CheckResult {
   return pass(name, `client_id ${json.client_id}`)
 }
 
-/** The deployment's readiness probe answers 200. */
-export function assessReadiness(status: number): CheckResult {
+/** The deployment's readiness probe answers 200; the store it reports is shown. */
+export function assessReadiness(status: number, body?: unknown): CheckResult {
+  const store = (body as { store?: unknown } | undefined)?.store
   return status === 200
-    ? pass(CHECK.ready)
+    ? pass(CHECK.ready, typeof store === 'string' ? `store: ${store}` : undefined)
     : fail(CHECK.ready, `GET /readyz answered ${status}, expected 200`)
+}
+
+/**
+ * The proxy's `/readyz` body names its upstream's state (`ok`, `checking`, `unreachable
+ * (<cause>)`); a failing upstream fails the check with that cause. Servers that do not report
+ * an upstream are not judged.
+ */
+export function assessUpstream(body: unknown): CheckResult {
+  const name = CHECK.upstream
+  const upstream = upstreamState(body)
+  if (typeof upstream !== 'string') return skip(name, '/readyz does not report an upstream')
+  if (upstream === 'ok') return pass(name)
+  if (upstream === 'checking') return skip(name, 'the first check is still running; run again')
+  return fail(name, upstream)
+}
+
+function upstreamState(readyzBody: unknown): unknown {
+  return readyzBody && typeof readyzBody === 'object'
+    ? (readyzBody as Record<string, unknown>).upstream
+    : undefined
 }
 
 /** A failed request, described for a person: what was asked and what went wrong. */
@@ -483,12 +505,23 @@ export async function runDoctor(
 
   // Readiness lives at the root of the deployment, next to the MCP endpoint.
   try {
-    const ready = await request(`${resource.origin}/readyz`)
-    await ready.body?.cancel()
-    results.push(assessReadiness(ready.status))
+    const readyz = async () => {
+      const ready = await request(`${resource.origin}/readyz`, {
+        headers: { accept: 'application/json' },
+      })
+      return { status: ready.status, body: (await ready.json().catch(() => undefined)) as unknown }
+    }
+    let ready = await readyz()
+    // A proxy that has just started may still be fetching its upstream's discovery document.
+    const deadline = Date.now() + timeoutSeconds * 1000
+    while (upstreamState(ready.body) === 'checking' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 250))
+      ready = await readyz()
+    }
+    results.push(assessReadiness(ready.status, ready.body), assessUpstream(ready.body))
   } catch (error) {
     if (!(error instanceof RequestFailed)) throw error
-    results.push(fail(CHECK.ready, error.message))
+    results.push(fail(CHECK.ready, error.message), skip(CHECK.upstream, 'no answer from /readyz'))
   }
   return results
 }

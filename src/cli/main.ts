@@ -3,6 +3,7 @@
  * `node dist/cli/main.js`), never imported by the library.
  *
  *   mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+ *   mcp-oauth-proxy check-config
  *
  * Exit codes: 0 every check passed, 1 a check failed, 2 the command line is wrong.
  */
@@ -10,12 +11,16 @@ import { parseArgs } from 'node:util'
 import { formatReport, resourceOf, runDoctor } from './doctor.js'
 
 const USAGE = `Usage: mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
+       mcp-oauth-proxy check-config
 
-Checks a live deployment from outside, as an MCP client meets it, e.g.
+doctor checks a live deployment from outside, as an MCP client meets it, e.g.
   npx mcp-oauth-proxy doctor https://mcp.example.com/mcp
 
   --no-register        skip the dynamic client registration check (it registers a client)
   --timeout <seconds>  per request, default 10
+
+check-config reads the configuration as the server does (.env, then the environment) and
+lists every problem, exit 1; npm start runs it before building.
 `
 
 async function main(argv: string[]): Promise<number> {
@@ -25,6 +30,15 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE)
     return 0
   }
+  if (command === 'check-config' && rest.length === 0) {
+    // Imported here: the doctor itself knows only the wire, never the proxy's modules.
+    const { loadProcessConfig } = await import('../config.js')
+    const config = loadProcessConfig()
+    process.stdout.write(
+      `configuration ok: ${config.issuer}, upstream ${config.upstream.kind} at ${config.upstream.issuer.href}, ${config.redisUrl ? 'Redis' : 'memory'} store\n`,
+    )
+    return 0
+  }
   if (command !== 'doctor') return usage(`unknown command: ${command}`)
 
   let parsed: ReturnType<typeof parseDoctorArgs>
@@ -32,6 +46,10 @@ async function main(argv: string[]): Promise<number> {
     parsed = parseDoctorArgs(rest)
   } catch (error) {
     return usage((error as Error).message)
+  }
+  if (parsed.help) {
+    process.stdout.write(USAGE)
+    return 0
   }
   const { url, register, timeoutSeconds } = parsed
 
@@ -44,7 +62,13 @@ async function main(argv: string[]): Promise<number> {
   process.stdout.write('\n')
   const results = await runDoctor(url, { register, timeoutSeconds })
   process.stdout.write(formatReport(results))
-  return results.some((result) => result.status === 'fail') ? 1 : 0
+  const failed = results.some((result) => result.status === 'fail')
+  const target = new URL(url)
+  if (failed && target.pathname === '/') {
+    // The MCP endpoint hangs under a path; an origin alone is the usual slip.
+    process.stdout.write(`\n${url} has no path: did you mean ${target.origin}/mcp?\n`)
+  }
+  return failed ? 1 : 0
 }
 
 function parseDoctorArgs(args: string[]) {
@@ -52,11 +76,13 @@ function parseDoctorArgs(args: string[]) {
     args,
     allowPositionals: true,
     options: {
+      help: { type: 'boolean', short: 'h', default: false },
       'no-register': { type: 'boolean', default: false },
       timeout: { type: 'string', default: '10' },
     },
   })
-  const [url, ...extra] = positionals
+  const [url = '', ...extra] = positionals
+  if (values.help) return { help: true, url, register: false, timeoutSeconds: 0 }
   if (!url) throw new Error('doctor needs the MCP endpoint URL, e.g. https://mcp.example.com/mcp')
   if (extra.length) throw new Error(`unexpected arguments: ${extra.join(' ')}`)
   try {
@@ -66,7 +92,7 @@ function parseDoctorArgs(args: string[]) {
   }
   const timeoutSeconds = Number(values.timeout)
   if (!(timeoutSeconds > 0)) throw new Error(`--timeout must be a positive number of seconds`)
-  return { url, register: !values['no-register'], timeoutSeconds }
+  return { help: false, url, register: !values['no-register'], timeoutSeconds }
 }
 
 function usage(problem: string): number {

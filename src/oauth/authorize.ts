@@ -121,15 +121,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     } catch (error) {
       if (!(error instanceof UpstreamError)) throw error
       logger.warn({ err: error }, 'upstream authorization endpoint unavailable')
-      return errorToClient(
-        c,
-        request,
-        new OAuthError(
-          'temporarily_unavailable',
-          'the identity provider is unavailable; try again shortly',
-        ),
-        status,
-      )
+      return errorToClient(c, request, upstreamFailure(error), status)
     }
   }
 
@@ -199,7 +191,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       selfRegistered: client.source === 'dynamic',
       redirectTarget: describeRedirect(redirectUri),
       scopes: scopes.filter((scope) => scope !== 'openid'),
-      upstreamName: UPSTREAM_NAMES[config.upstream.kind],
+      upstreamName: config.upstream.displayName ?? UPSTREAM_NAMES[config.upstream.kind],
       requestId,
       csrfToken: pending.csrfToken,
     })
@@ -315,10 +307,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
         c,
         transaction,
         error.kind === 'unavailable'
-          ? new OAuthError(
-              'temporarily_unavailable',
-              'the identity provider is unavailable; try again shortly',
-            )
+          ? upstreamFailure(error)
           : new OAuthError('server_error', 'the identity provider did not confirm the sign-in'),
       )
     }
@@ -364,6 +353,23 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
 }
 
 const UPSTREAM_NAMES = { kinde: 'Kinde', auth0: 'Auth0', oidc: 'your identity provider' } as const
+
+/**
+ * What the user is told when the upstream cannot be used: an outage passes (try again), a
+ * misconfiguration does not, so the user is not sent round in circles. The cause itself
+ * (host, certificate) stays in the server log and `/readyz`.
+ */
+function upstreamFailure(error: UpstreamError): OAuthError {
+  return error.misconfigured
+    ? new OAuthError(
+        'server_error',
+        'the sign-in service is misconfigured: it cannot reach its identity provider; tell the administrator of this server',
+      )
+    : new OAuthError(
+        'temporarily_unavailable',
+        'the identity provider is unavailable; try again shortly',
+      )
+}
 
 // Errors a client can act on; anything else the upstream says becomes access_denied.
 const FORWARDED_UPSTREAM_ERRORS = new Set([

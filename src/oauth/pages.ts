@@ -48,9 +48,21 @@ const STYLE = `
   button { font:inherit; padding:9px 18px; border-radius:8px; border:1px solid var(--line); background:transparent; color:var(--fg); cursor:pointer; }
   button.primary { background:var(--accent); border-color:var(--accent); color:#fff; }
   code { font-size:13px; }
+  a { color:var(--accent); }
+  main.wide { width:min(880px, calc(100vw - 32px)); }
+  pre { background:var(--bg); border:1px solid var(--line); border-radius:8px; padding:12px; margin:0 0 18px;
+    font-size:13px; white-space:pre-wrap; overflow-wrap:anywhere; }
 `
 
-function layout(title: string, body: string): string {
+/**
+ * A page in the proxy's look (a card on a quiet background, light and dark, readable on a
+ * phone). `body` is HTML the caller has escaped; `wide` makes room for command lines.
+ */
+export function renderPage(title: string, body: string, options: { wide?: boolean } = {}): string {
+  return layout(title, body, options.wide ? ' class="wide"' : '')
+}
+
+function layout(title: string, body: string, mainAttributes = ''): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -60,7 +72,7 @@ function layout(title: string, body: string): string {
 <title>${escapeHtml(title)}</title>
 <style>${STYLE}</style>
 </head>
-<body><main>
+<body><main${mainAttributes}>
 ${body}
 </main></body>
 </html>`

@@ -4,8 +4,9 @@
  *
  * Redis Cluster hashes only the part of a key inside its first `{…}` (the hash tag) when one
  * is there, and refuses a script or transaction that names keys of two slots (`CROSSSLOT`).
- * So keys written or read together in one step share a tag: a grant with its lock
- * (`{<grant id>}`), a code with its one-shot marker (`{<sha256(code)>}`).
+ * So keys written or read together in one step share a tag: a grant with its refresh tokens
+ * and its lock (`{<grant id>}`, which a refresh token carries in clear so it finds its grant
+ * without a lookup in another slot), a code with its one-shot marker (`{<sha256(code)>}`).
  * Every other key stands alone and spreads over the slots by its whole name.
  */
 export const storeKey = {
@@ -29,8 +30,8 @@ export const storeKey = {
   usedCode: (codeHash: string) => `code-used:{${codeHash}}`,
   /** A user's grant: identity, sealed upstream tokens, refresh family, live access-token ids. */
   grant: (grantId: string) => `grant:{${grantId}}`,
-  /** A refresh token of a grant's family, by its hash. */
-  refreshToken: (tokenHash: string) => `refresh:${tokenHash}`,
+  /** A refresh token of a grant's family, by its hash, in its grant's slot. */
+  refreshToken: (grantId: string, tokenHash: string) => `refresh:{${grantId}}:${tokenHash}`,
   /** One refresh, exchange or revocation of a grant's family at a time, fleet-wide. */
   grantLock: (grantId: string) => `lock:grant:{${grantId}}`,
   /** A revoked access token, by its `jti`. */
@@ -133,8 +134,8 @@ export const KEY_TABLE: readonly KeyRow[] = [
     ttl: '`REFRESH_TOKEN_TTL_SECONDS`, renewed on refresh',
   },
   {
-    key: storeKey.refreshToken('<sha256(token)>'),
-    hashTag: '—',
+    key: storeKey.refreshToken('<grant id>', '<sha256(token)>'),
+    hashTag: '`<grant id>`',
     what: 'a refresh token of a family (rotated ones keep their sealed successor for the grace)',
     ttl: '`REFRESH_TOKEN_TTL_SECONDS`',
   },

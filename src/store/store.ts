@@ -22,7 +22,8 @@ export interface Store {
    * A one-shot `take` that leaves a marker, atomically: reads and deletes `key` and writes
    * `marker` under `markerKey` (for `ttlSeconds`), unless `markerKey` is already there, when
    * nothing changes and nothing is returned. Of concurrent calls at most one gets the value,
-   * and at no instant are both keys missing, so whoever comes after finds the marker.
+   * and at no instant are both keys missing, so whoever comes after finds the marker. Both
+   * keys carry one hash tag (`src/store/keys.ts`): a Redis Cluster runs the step on one node.
    */
   takeOnce<T>(
     key: string,
@@ -30,7 +31,11 @@ export interface Store {
     marker: unknown,
     ttlSeconds: number,
   ): Promise<T | undefined>
-  /** Writes several values in one step (one Redis round trip), each with its own TTL. */
+  /**
+   * Writes several values in one step (one Redis round trip), each with its own TTL: the keys
+   * carry one hash tag. For writes that must survive a failover (grants, refresh tokens): a
+   * replicated store resolves once a replica holds them (`RedisStoreOptions.waitReplicas`).
+   */
   putMany(entries: readonly StoreEntry[]): Promise<void>
   /** Adds one to a counter that starts its `ttlSeconds` window at the first increment. */
   increment(key: string, ttlSeconds: number): Promise<number>

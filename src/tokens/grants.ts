@@ -211,16 +211,40 @@ export interface IssuedRefreshToken {
   readonly writes: readonly StoreEntry[]
 }
 
+/**
+ * A refresh token names its grant in clear (`<grant id>.<secret>`): its record lives in the
+ * grant's hash slot, found without a lookup in another slot (Redis Cluster). The grant id is
+ * no secret (it rides in access tokens too); the token is still stored only as a hash.
+ */
+function refreshTokenGrantId(token: string): string | undefined {
+  const dot = token.indexOf('.')
+  const grantId = token.slice(0, dot)
+  return dot > 0 && GRANT_ID.test(grantId) ? grantId : undefined
+}
+const GRANT_ID = /^[A-Za-z0-9_-]{1,64}$/
+
+/** Where a presented refresh token's record would be; undefined for a malformed token. */
+function refreshRecordKey(token: string): { key: string; hash: string } | undefined {
+  const grantId = refreshTokenGrantId(token)
+  if (!grantId) return undefined
+  const hash = sha256(token)
+  return { key: refreshKey(grantId, hash), hash }
+}
+
 /** Issues the first refresh token of a grant's family; nothing is stored yet (`writes`). */
 export function issueRefreshToken(deps: GrantDeps, grant: Grant): IssuedRefreshToken {
-  const token = randomToken(32)
+  const token = `${grant.id}.${randomToken(32)}`
   const hash = sha256(token)
   const record: RefreshRecord = { grantId: grant.id, clientId: grant.clientId }
   return {
     token,
     grant: { ...grant, currentRefreshHash: hash },
     writes: [
-      { key: refreshKey(hash), value: record, ttlSeconds: deps.config.refreshTokenTtlSeconds },
+      {
+        key: refreshKey(grant.id, hash),
+        value: record,
+        ttlSeconds: deps.config.refreshTokenTtlSeconds,
+      },
     ],
   }
 }
@@ -242,8 +266,10 @@ export async function lookupRefreshToken(
   token: string,
   clientId: string,
 ): Promise<RefreshLookup> {
-  const hash = sha256(token)
-  const record = await deps.store.get<RefreshRecord>(refreshKey(hash))
+  const at = refreshRecordKey(token)
+  if (!at) return { kind: 'unknown' }
+  const { key, hash } = at
+  const record = await deps.store.get<RefreshRecord>(key)
   if (!record || record.clientId !== clientId) return { kind: 'unknown' }
   const grant = await findGrant(deps, record.grantId)
   if (!grant) return { kind: 'unknown' }
@@ -276,7 +302,7 @@ export async function rotateRefreshToken(
   }
   // Kept past the grace so a later reuse is recognised as reuse (and ends the family).
   const retired = {
-    key: refreshKey(oldHash),
+    key: refreshKey(grant.id, oldHash),
     value: record,
     ttlSeconds: deps.config.refreshTokenTtlSeconds,
   }
@@ -313,7 +339,8 @@ export async function findRefreshGrantId(
   deps: GrantDeps,
   token: string,
 ): Promise<{ grantId: string; clientId: string } | undefined> {
-  const record = await deps.store.get<RefreshRecord>(refreshKey(sha256(token)))
+  const at = refreshRecordKey(token)
+  const record = at && (await deps.store.get<RefreshRecord>(at.key))
   return record ? { grantId: record.grantId, clientId: record.clientId } : undefined
 }
 

@@ -99,11 +99,12 @@ export function createOidcUpstream(options: OidcUpstreamOptions): Upstream {
       ).catch((error: unknown) => {
         // Forget the failure so the next call tries again rather than failing forever.
         if (discovered === attempt) discovered = undefined
+        const { detail, misconfigured } = diagnose(error, settings.issuer, timeoutSeconds)
         throw new UpstreamError(
           'unavailable',
           'temporarily_unavailable',
           `upstream discovery failed: ${reason(error, timeoutSeconds)}`,
-          { cause: error },
+          { cause: error, detail, misconfigured },
         )
       })
       discovered = attempt
@@ -249,7 +250,48 @@ export function createOidcUpstream(options: OidcUpstreamOptions): Upstream {
         }
         return { ...(await fetchUserInfo(config, accessToken, skipSubjectCheck)) }
       }),
+
+    async discover() {
+      await proxyClient()
+    },
   }
+}
+
+/** TLS failures name the certificate problem in their code (Node and OpenSSL codes). */
+const TLS_FAILURE = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_(VERIFY|GET)/
+
+/**
+ * Why discovery at `issuer` failed, for an operator, and whether the cause is configuration
+ * (DNS has no such host, TLS refuses the certificate, the issuer serves no discovery
+ * document or a different issuer) rather than an outage that retrying will outlast. Hosts
+ * come from the configured issuer, not from the error, so no resolved address is disclosed.
+ */
+function diagnose(
+  error: unknown,
+  issuer: URL,
+  timeoutSeconds: number,
+): { detail: string; misconfigured: boolean } {
+  const host = issuer.host
+  const network = error instanceof TypeError ? (error.cause as { code?: unknown }) : undefined
+  const code = typeof network?.code === 'string' ? network.code : undefined
+  if (code === 'ENOTFOUND')
+    return { detail: `ENOTFOUND ${host} (no such host)`, misconfigured: true }
+  if (code && TLS_FAILURE.test(code))
+    return { detail: `TLS ${code} (${host})`, misconfigured: true }
+  if (code) return { detail: `${code} ${host}`, misconfigured: false }
+  // Read by shape: the Response may come from another realm's fetch than this module's.
+  const response = error instanceof ClientError ? (error.cause as Partial<Response>) : undefined
+  if (typeof response?.status === 'number' && typeof response.url === 'string') {
+    const { status, url } = response
+    return { detail: `HTTP ${status} from ${url}`, misconfigured: status >= 400 && status < 500 }
+  }
+  if (error instanceof ClientError && error.code === 'OAUTH_JSON_ATTRIBUTE_COMPARISON_FAILED') {
+    return {
+      detail: `the discovery document names another issuer than ${issuer.href}`,
+      misconfigured: true,
+    }
+  }
+  return { detail: reason(error, timeoutSeconds), misconfigured: false }
 }
 
 /**

@@ -76,6 +76,11 @@ export interface Upstream {
   revoke(token: string, hint: 'access_token' | 'refresh_token'): Promise<void>
   /** The upstream userinfo endpoint, called with the user's upstream access token. */
   userinfo(accessToken: string): Promise<Record<string, unknown>>
+  /**
+   * Fetches the discovery document now (kept once it succeeds), so that a misconfigured or
+   * unreachable provider shows at start-up rather than at the first sign-in.
+   */
+  discover?(): Promise<void>
 }
 
 /** A failed upstream call, classified so the caller can answer with the right OAuth error. */
@@ -85,12 +90,26 @@ export class UpstreamError extends Error {
     /** The upstream's OAuth error code when it gave one (`invalid_grant`, …). */
     readonly code: string,
     message: string,
-    options: { cause?: unknown; retryAfterSeconds?: number | undefined } = {},
+    options: {
+      cause?: unknown
+      retryAfterSeconds?: number | undefined
+      misconfigured?: boolean | undefined
+      detail?: string | undefined
+    } = {},
   ) {
     super(message, { cause: options.cause })
     this.name = 'UpstreamError'
     this.retryAfterSeconds = options.retryAfterSeconds
+    this.misconfigured = options.misconfigured ?? false
+    this.detail = options.detail
   }
 
   readonly retryAfterSeconds: number | undefined
+  /**
+   * The failure points at the configuration rather than an outage (unknown host, a TLS
+   * certificate that does not match, no discovery document at the issuer): waiting will not help.
+   */
+  readonly misconfigured: boolean
+  /** A short cause for operators (`ENOTFOUND acme.kinde.com`), naming hosts, never secrets. */
+  readonly detail: string | undefined
 }

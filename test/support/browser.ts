@@ -1,6 +1,9 @@
+import { mkdir, stat } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { type Browser, chromium } from 'playwright-core'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type Browser, chromium, type Page } from 'playwright-core'
 
 /** Headless Chromium as installed on the test machine, without background network chatter. */
 export function launchChromium(): Promise<Browser> {
@@ -77,4 +80,28 @@ export async function startClientServer(): Promise<ClientServer> {
         server.closeAllConnections()
       }),
   }
+}
+
+/** A phone's viewport (CSS pixels): pages must read without sideways scrolling here. */
+export const PHONE_VIEWPORT = { width: 390, height: 844 }
+
+/**
+ * Saves a full-page screenshot as `<name>.png` in `SCREENSHOTS_DIR` (to look at them), or in
+ * a directory under the system's temporary one; returns the path of a non-empty file.
+ */
+export async function screenshot(page: Page, name: string): Promise<string> {
+  const dir = process.env.SCREENSHOTS_DIR || join(tmpdir(), 'mcp-oauth-proxy-screenshots')
+  await mkdir(dir, { recursive: true })
+  const path = join(dir, `${name}.png`)
+  await page.screenshot({ path, fullPage: true })
+  if (!((await stat(path)).size > 0)) throw new Error(`empty screenshot ${path}`)
+  return path
+}
+
+/** Whether the page is wider than its viewport (text cut off or scrolling sideways). */
+export async function overflowsSideways(page: Page): Promise<boolean> {
+  // A string: the project's TypeScript has no DOM types.
+  return (await page.evaluate(
+    'document.documentElement.scrollWidth > window.innerWidth',
+  )) as boolean
 }

@@ -53,8 +53,8 @@ return 1`
  * by that much, and keys whose TTL runs out are gone, as if the time had passed. Tests then
  * use TTLs of seconds and never wait for (or race) Redis's own clock.
  */
-export async function elapseKeys(prefix: string, seconds: number): Promise<void> {
-  const redis = new Redis(REDIS_URL)
+export async function elapseKeys(prefix: string, seconds: number, url = REDIS_URL): Promise<void> {
+  const redis = new Redis(url)
   try {
     let cursor = '0'
     do {
