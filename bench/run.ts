@@ -9,8 +9,8 @@
  *   npm run bench -- --quick     1 round × 2 s, 1,000 sessions, no profiles, no RESULTS.md
  *
  * Options: --duration S, --rounds N, --connections C, --sessions N (0 skips the memory run),
- * --no-profile, --only session,stateless,dpop,token,register,token-cluster,token-sentinel (bare
- * Hono always runs), --out FILE.
+ * --no-profile, --only session,stateless,dpop,modern,token,register,token-cluster,
+ * token-sentinel (bare Hono always runs), --out FILE.
  */
 import { execFileSync } from 'node:child_process'
 import { createHash, generateKeyPairSync, type KeyObject, randomUUID, sign } from 'node:crypto'
@@ -161,6 +161,26 @@ async function listTools({ server, token }: SignedIn, sessionId: string): Promis
 const TOOLS_LIST = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })
 const listsTools = (body: string) => body.includes('"whoami"')
 
+// The same request in the 2026-07-28 era: `_meta` on the request, its headers mirrored.
+const MODERN_VERSION = '2026-07-28'
+const MODERN_TOOLS_LIST = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'tools/list',
+  params: {
+    _meta: {
+      'io.modelcontextprotocol/protocolVersion': MODERN_VERSION,
+      'io.modelcontextprotocol/clientInfo': { name: 'bench', version: '1.0.0' },
+      'io.modelcontextprotocol/clientCapabilities': {},
+    },
+  },
+})
+const modernHeaders = (token: string) => ({
+  ...mcpHeaders(token),
+  'mcp-protocol-version': MODERN_VERSION,
+  'mcp-method': 'tools/list',
+})
+
 /** Authenticated `tools/list` POSTs, connection `i` using `headersFor(i)`. */
 function toolsListLoad(
   url: string,
@@ -181,6 +201,7 @@ const TARGET_KEYS = [
   'session',
   'stateless',
   'dpop',
+  'modern',
   'token',
   'register',
   'token-cluster',
@@ -416,6 +437,22 @@ async function createTargets(
         return result
       },
     },
+    {
+      key: 'modern',
+      label: '`tools/list`, 2026-07-28',
+      server: session.server,
+      goal: { ratio: 0.4 },
+      run: (duration) =>
+        runLoad(session.server, {
+          url: `${session.server.url}/mcp`,
+          connections,
+          requests: [
+            { method: 'POST', body: MODERN_TOOLS_LIST, headers: modernHeaders(session.token) },
+          ],
+          duration,
+          expect: listsTools,
+        }),
+    },
     await tokenTarget('token', '`/token` code exchange (Redis)', session.server, {
       goal: { perSecond: 1000 },
       connections,
@@ -605,6 +642,8 @@ function settings(options: Options): string {
       'as `Authorization: DPoP` with a fresh proof (unique `jti`, `ath`) per request, signed in ' +
       'the load generator before each run; the server verifies every proof and records its ' +
       '`jti` in Redis (the token itself comes from the verifier’s cache).',
+    '- **2026-07-28**: the session proxy answering the modern era’s `tools/list` (per-request ' +
+      '`_meta`, `MCP-Protocol-Version: 2026-07-28`, `Mcp-Method`), which needs no session.',
     '- **/token**: authorization-code exchanges by a public client with PKCE, each code used ' +
       'once; codes and grants are minted in the server process before each run (the upstream ' +
       'login is not what is measured), refresh tokens issued. Store: a private Redis; then the ' +
@@ -734,7 +773,9 @@ async function main(): Promise<void> {
 
     const profiles = options.profile
       ? await profileTargets(
-          targets.filter((t) => ['session', 'stateless', 'dpop', 'token'].includes(t.key)),
+          targets.filter((t) =>
+            ['session', 'stateless', 'dpop', 'modern', 'token'].includes(t.key),
+          ),
           options,
         )
       : []

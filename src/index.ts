@@ -4,6 +4,8 @@
  * as the CLI does. Nothing here reads `process.env`: configuration is passed in.
  */
 
+// For tools that ask the user on the 2026-07-28 era (`input_required`, see ToolExtra).
+export { acceptedContent, inputRequired } from '@modelcontextprotocol/server'
 export { type AppOptions, createApp } from './app.js'
 export { type Clock, systemClock } from './clock.js'
 export {
@@ -24,6 +26,7 @@ export {
   jsonResult,
   type ToolDefinition,
   type ToolExtra,
+  type ToolResult,
   toolError,
 } from './mcp/tools.js'
 export { type RunningServer, startServer } from './server.js'

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   assessChallenge,
   assessCors,
+  assessDiscover,
   assessOfflineAccess,
   assessProtectedResourceMetadata,
   authorizationServerMetadataUrl,
@@ -68,7 +69,7 @@ describe('mcp-oauth-proxy doctor', () => {
     const { code, stdout } = await doctor(`${proxy.url}/mcp`)
     expect(code, stdout).toBe(0)
     const lines = stdout.split('\n').filter((line) => /^[✔✘-] /.test(line))
-    expect(lines).toHaveLength(11)
+    expect(lines).toHaveLength(12)
     expect(
       lines.every((line) => line.startsWith('✔ ')),
       stdout,
@@ -76,7 +77,8 @@ describe('mcp-oauth-proxy doctor', () => {
     expect(stdout).toContain('registers a public client "mcp-oauth-proxy doctor"')
     expect(stdout).toContain(`✔ ${CHECK.upstream}`)
     expect(stdout).toContain('✔ /readyz (store: memory)')
-    expect(stdout).toContain('11 passed, 0 failed')
+    expect(stdout).toContain('a modern request without a token gets the 401 challenge')
+    expect(stdout).toContain('12 passed, 0 failed')
     expect(stdout).not.toContain('did you mean')
   })
 
@@ -97,6 +99,9 @@ describe('mcp-oauth-proxy doctor', () => {
       '✘ offline_access only in authorization server metadata — the protected resource metadata lists offline_access',
     )
     expect(stdout).toContain('✘ /readyz — GET /readyz answered 404, expected 200')
+    expect(stdout).toContain(
+      '✘ MCP 2026-07-28 server/discover — answered 200: the endpoint does not serve MCP 2026-07-28 requests',
+    )
     // The authorization server it points at is the healthy proxy: those checks still pass.
     expect(stdout).toContain('✔ PKCE S256 advertised')
     expect(stdout).toContain('✔ JWKS reachable')
@@ -149,7 +154,7 @@ describe('mcp-oauth-proxy doctor', () => {
     expect(registrations).toBe(0)
     expect(statusOf(results, CHECK.registration)).toBe('skip')
     expect(results.filter((r) => r.status === 'fail')).toEqual([])
-    expect(formatReport(results)).toMatch(/10 passed, 0 failed, 1 skipped\n$/)
+    expect(formatReport(results)).toMatch(/11 passed, 0 failed, 1 skipped\n$/)
   })
 })
 
@@ -261,6 +266,23 @@ describe('doctor check functions', () => {
     )
   })
 
+  it('wants server/discover answered, or challenged with the 401 of a protected endpoint', () => {
+    const challenged = {
+      status: 401,
+      headers: new Headers({
+        'www-authenticate': 'Bearer resource_metadata="https://mcp.example.com/.well-known/x"',
+      }),
+    }
+    expect(assessDiscover(challenged, undefined).status).toBe('pass')
+    const open = { status: 200, headers: new Headers() }
+    expect(assessDiscover(open, { result: { supportedVersions: ['2026-07-28'] } }).detail).toBe(
+      'supported versions: 2026-07-28',
+    )
+    // A 2025-only server refuses the request it cannot read.
+    expect(assessDiscover({ status: 400, headers: new Headers() }, undefined).status).toBe('fail')
+    expect(assessDiscover({ status: 401, headers: new Headers() }, undefined).status).toBe('fail')
+  })
+
   it('wants WWW-Authenticate exposed and Authorization allowed explicitly', () => {
     const challenge = {
       headers: new Headers({
@@ -276,8 +298,15 @@ describe('doctor check functions', () => {
       }),
     })
     expect(
-      assessCors(challenge, preflight('Authorization,Content-Type,MCP-Protocol-Version')).status,
+      assessCors(
+        challenge,
+        preflight('Authorization,Content-Type,MCP-Protocol-Version,Mcp-Method,Mcp-Name'),
+      ).status,
     ).toBe('pass')
+    // A 2025-era allow-list leaves 2026-07-28 browser clients out.
+    expect(
+      assessCors(challenge, preflight('Authorization,Content-Type,MCP-Protocol-Version')).detail,
+    ).toBe('the preflight does not allow mcp-method, mcp-name')
     // Fetch: the `*` wildcard never covers Authorization.
     expect(assessCors(challenge, preflight('*')).detail).toBe(
       'the preflight does not allow authorization',

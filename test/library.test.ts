@@ -106,6 +106,10 @@ describe('createMcpAuthProxy (library mode)', () => {
     app.post('/api/reports', proxy.requireAuth({ scopes: ['reports:write'] }), (c) =>
       c.json({ created: true, orgCode: c.get('auth').orgCode }),
     )
+    // Guarded like the list_reports tool, for comparing the two adapters of the one gate.
+    app.get('/api/reports', proxy.requireAuth({ scopes: ['reports:read'] }), (c) =>
+      c.json({ orgCode: c.get('auth').orgCode }),
+    )
     app.route('/', proxy.app)
     server = await new Promise<Server>((resolve) => {
       const started = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' }, () =>
@@ -159,7 +163,7 @@ describe('createMcpAuthProxy (library mode)', () => {
     })
     expect(response.status).toBe(403)
     expect(response.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this call needs the scope reports:read (upstream permission reports:read or reports:export)", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:read"`,
+      `Bearer error="insufficient_scope", error_description="this request needs the scope reports:read (upstream permission reports:read or reports:export)", resource_metadata="${url}/.well-known/oauth-protected-resource/mcp", scope="reports:read"`,
     )
   })
 
@@ -238,6 +242,71 @@ describe('createMcpAuthProxy (library mode)', () => {
     })
     expect(allowed.status).toBe(200)
     expect(await allowed.json()).toEqual({ created: true, orgCode: 'org_acme' })
+  })
+
+  describe('refuses the same token with the same bytes on /mcp and on requireAuth', () => {
+    const cases: [string, () => Promise<string | undefined>][] = [
+      ['missing', async () => undefined],
+      ['malformed (not a Bearer header)', async () => 'Basic YWxpY2U6c2VjcmV0'],
+      ['malformed (not a token)', async () => 'Bearer not.a.token'],
+      [
+        'expired',
+        async () => {
+          const past = { ...proxy.deps, clock: { now: () => proxy.deps.clock.now() - 7200 } }
+          const { token } = await mintAccessToken(past, {
+            sub: ALICE.sub,
+            clientId: 'client-minted',
+            actor: 'user',
+            orgCode: 'org_acme',
+            scopes: SCOPES.split(' '),
+            upstream: { at: 'upstream-access-token', exp: past.clock.now() + 3600 },
+            upstreamRefreshable: false,
+          })
+          return `Bearer ${token}`
+        },
+      ],
+      [
+        'revoked',
+        async () => {
+          const signedIn = await signedInProvider(
+            { url, upstream },
+            { user: ALICE.sub, port: 43124 },
+          )
+          const token = accessTokenOf(signedIn)
+          const revoked = await fetch(`${url}/revoke`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+            body: new URLSearchParams({
+              token,
+              client_id: signedIn.information?.client_id as string,
+            }),
+          })
+          if (revoked.status !== 200) throw new Error(`revoke: ${revoked.status}`)
+          return `Bearer ${token}`
+        },
+      ],
+      ['under-scoped', async () => `Bearer ${await mint({ scopes: ['openid', 'profile'] })}`],
+    ]
+
+    it.each(cases)('%s', async (name, authorization) => {
+      const header = await authorization()
+      const headers: Record<string, string> = header ? { authorization: header } : {}
+      const viaMcp = await fetch(`${url}/mcp`, {
+        method: 'POST',
+        headers: {
+          ...headers,
+          accept: 'application/json, text/event-stream',
+          'content-type': 'application/json',
+          'mcp-protocol-version': '2025-11-25',
+        },
+        body: JSON.stringify(toolCallMessage('list_reports')),
+      })
+      const viaRoute = await fetch(`${url}/api/reports`, { headers })
+      expect(viaMcp.status).toBe(name === 'under-scoped' ? 403 : 401)
+      expect(viaRoute.status).toBe(viaMcp.status)
+      expect(viaRoute.headers.get('www-authenticate')).toBe(viaMcp.headers.get('www-authenticate'))
+      expect(await viaRoute.text()).toBe(await viaMcp.text())
+    })
   })
 
   it('renders the proxy’s protocol errors when mounted in another app', async () => {

@@ -1,3 +1,5 @@
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { acceptedContent, inputRequired } from '@modelcontextprotocol/server'
 import { Hono } from 'hono'
 import { decodeProtectedHeader, generateKeyPair, SignJWT } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -19,6 +21,7 @@ import {
   serveApp,
   toolCallMessage,
 } from './support/mcp.js'
+import { modernRequest } from './support/mcp-v2.js'
 import { type ProxyUnderTest, siblingServices, startProxy } from './support/proxy.js'
 
 const SCOPES = 'openid profile email tools:admin'
@@ -107,8 +110,28 @@ describe('the bearer gate on /mcp', () => {
       'mcp-protocol-version',
       'mcp-session-id',
       'last-event-id',
+      'mcp-method',
+      'mcp-name',
       'dpop',
     ])
+  })
+
+  it('allows the 2026-07-28 headers in a preflight, a tool’s Mcp-Param-* included', async () => {
+    const response = await fetch(mcpUrl, {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'http://localhost:6274',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers':
+          'authorization, content-type, mcp-protocol-version, mcp-method, mcp-name, mcp-param-region, x-evil',
+      },
+    })
+    expect(response.status).toBe(204)
+    const allowed = response.headers.get('access-control-allow-headers')?.toLowerCase().split(',')
+    expect(allowed).toEqual(
+      expect.arrayContaining(['mcp-method', 'mcp-name', 'mcp-param-region', 'authorization']),
+    )
+    expect(allowed).not.toContain('x-evil')
   })
 
   it('ignores a token in the query string (header only, RFC 6750 §2)', async () => {
@@ -351,12 +374,13 @@ describe('per-tool scopes (step-up, 403 insufficient_scope)', () => {
     })
     expect(response.status).toBe(403)
     expect(response.headers.get('www-authenticate')).toBe(
-      `Bearer error="insufficient_scope", error_description="this call needs the scope tools:admin (upstream permission tools:admin)", resource_metadata="${metadataUrl()}", scope="tools:admin"`,
+      `Bearer error="insufficient_scope", error_description="this request needs the scope tools:admin (upstream permission tools:admin)", resource_metadata="${metadataUrl()}", scope="tools:admin"`,
     )
     expect(response.headers.get('access-control-expose-headers')).toContain('WWW-Authenticate')
     expect(await response.json()).toEqual({
       error: 'insufficient_scope',
-      error_description: 'this call needs the scope tools:admin (upstream permission tools:admin)',
+      error_description:
+        'this request needs the scope tools:admin (upstream permission tools:admin)',
     })
   })
 
@@ -399,6 +423,116 @@ describe('per-tool scopes (step-up, 403 insufficient_scope)', () => {
     }
     expect(refused.isError).toBe(true)
     expect(refused.content[0]?.text).toMatch(/^Invalid arguments for tool admin_report/)
+  })
+})
+
+describe('per-tool scopes on the 2026-07-28 era', () => {
+  let app: { url: string; close(): Promise<void> }
+
+  beforeAll(async () => {
+    const adminReport = defineTool({
+      name: 'admin_report',
+      description: 'An administrators-only report.',
+      inputSchema: { period: z.enum(['day', 'week']) },
+      requiredScopes: ['tools:admin'],
+      handler: ({ period }, { caller, era }) => jsonResult({ period, sub: caller.sub, era }),
+    })
+    // Asks the user before acting: input_required on the modern era.
+    const purge = defineTool({
+      name: 'purge',
+      description: 'Deletes everything, once the user confirms.',
+      handler(_args, { inputResponses, caller }) {
+        const answer = acceptedContent(inputResponses, 'confirm')
+        if (answer?.confirm !== true) {
+          return inputRequired({
+            inputRequests: {
+              confirm: inputRequired.elicit({
+                message: 'Delete everything?',
+                requestedSchema: {
+                  type: 'object',
+                  properties: { confirm: { type: 'boolean' } },
+                  required: ['confirm'],
+                },
+              }),
+            },
+          })
+        }
+        return jsonResult({ purgedFor: caller.sub })
+      },
+    })
+    // Session mode: modern requests need no session all the same.
+    const endpointDeps = await siblingServices(proxy)
+    app = await serveApp(
+      new Hono().route('/', createMcpEndpoint(endpointDeps, { tools: [adminReport, purge] })),
+    )
+  })
+  afterAll(() => app?.close())
+
+  it('refuses a modern tools/call lacking the scope with the same 403 as the legacy era', async () => {
+    const token = await mint({ scopes: ['openid', 'profile'] })
+    const { body, headers } = modernRequest('tools/call', {
+      name: 'admin_report',
+      arguments: { period: 'day' },
+    })
+    const response = await mcpRequest(`${app.url}/mcp`, { token, body, headers })
+    expect(response.status).toBe(403)
+    expect(response.headers.get('www-authenticate')).toBe(
+      `Bearer error="insufficient_scope", error_description="this request needs the scope tools:admin (upstream permission tools:admin)", resource_metadata="${metadataUrl()}", scope="tools:admin"`,
+    )
+  })
+
+  it('runs the tool for a token with the scope, telling it the era', async () => {
+    const token = await mint({ scopes: ['openid', 'tools:admin'] })
+    const { body, headers } = modernRequest('tools/call', {
+      name: 'admin_report',
+      arguments: { period: 'week' },
+    })
+    const response = await mcpRequest(`${app.url}/mcp`, { token, body, headers })
+    expect(response.status).toBe(200)
+    const { result } = (await rpcResponse(response)) as { result: unknown }
+    expect(resultJson(result)).toEqual({ period: 'week', sub: 'user-alice', era: 'modern' })
+  })
+
+  it('lets a tool ask the user through input_required, and the v2 client answer', async () => {
+    const token = await mint()
+    const asked: string[] = []
+    const client = new Client(
+      { name: 'mrtr-e2e', version: '1.0.0' },
+      { capabilities: { elicitation: {} }, versionNegotiation: { mode: { pin: '2026-07-28' } } },
+    )
+    client.setRequestHandler('elicitation/create', async (request) => {
+      asked.push(request.params.message)
+      return { action: 'accept', content: { confirm: true } }
+    })
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${app.url}/mcp`), {
+        authProvider: { token: async () => token },
+      }),
+    )
+    try {
+      const result = await client.callTool({ name: 'purge', arguments: {} })
+      expect(asked).toEqual(['Delete everything?'])
+      expect(resultJson(result)).toEqual({ purgedFor: 'user-alice' })
+    } finally {
+      await client.close()
+    }
+  })
+
+  it('answers a legacy call of a tool that asks through input_required with a tool error', async () => {
+    const token = await mint()
+    const session = await mcpRequest(`${app.url}/mcp`, { token, body: initializeMessage() })
+    const sessionId = session.headers.get('mcp-session-id') ?? undefined
+    await session.body?.cancel()
+    const response = await mcpRequest(`${app.url}/mcp`, {
+      token,
+      sessionId,
+      body: toolCallMessage('purge'),
+    })
+    const { result } = (await rpcResponse(response)) as {
+      result: { isError: boolean; content: { text: string }[] }
+    }
+    expect(result.isError).toBe(true)
+    expect(result.content[0]?.text).toMatch(/2026-07-28/)
   })
 })
 

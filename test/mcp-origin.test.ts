@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { BASE_ENV } from './support/app.js'
-import { accessTokenOf, signedInProvider } from './support/mcp.js'
+import { accessTokenOf, mcpRequest, signedInProvider } from './support/mcp.js'
+import { modernRequest } from './support/mcp-v2.js'
 import { type ProxyUnderTest, startProxy } from './support/proxy.js'
 
 describe('/mcp and browser origins (DNS rebinding protection)', () => {
@@ -51,6 +52,24 @@ describe('/mcp and browser origins (DNS rebinding protection)', () => {
       error: { code: -32000, message: 'Forbidden: this origin may not use this MCP server' },
       id: null,
     })
+  })
+
+  it('refuses a foreign Origin on a 2026-07-28 request too, and serves an allowed one', async () => {
+    const { body, headers } = modernRequest('tools/list')
+    const refused = await mcpRequest(`${proxy.url}/mcp`, {
+      token,
+      body,
+      headers: { ...headers, origin: 'http://evil.example.com' },
+    })
+    expect(refused.status).toBe(403)
+    await refused.body?.cancel()
+    const allowed = await mcpRequest(`${proxy.url}/mcp`, {
+      token,
+      body,
+      headers: { ...headers, origin: 'https://app.example.com' },
+    })
+    expect(allowed.status).toBe(200)
+    await allowed.body?.cancel()
   })
 
   it('refuses the CORS preflight of a foreign origin', async () => {

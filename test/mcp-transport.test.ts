@@ -187,17 +187,16 @@ describe.each(['stateful', 'stateless'] as const)('the /mcp transport (%s)', (mo
     expect(await text.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32000 } })
   })
 
-  it('answers a 2026-07-28 (stateless-era) request as a legacy server, so dual-era clients fall back', async () => {
-    // MCP 2026-07-28 basic/versioning: a modern server would answer -32004 with the versions
-    // it supports; a client that supports both eras takes a plain 400 for a legacy server and
-    // starts over with initialize, which this server speaks.
+  it('refuses a 2026-07-28 header on a request without the _meta envelope (400 -32602)', async () => {
+    // MCP 2026-07-28 basic/versioning: the header claims the modern era, whose requests carry
+    // the per-request envelope; without it this is neither a modern nor a legacy request.
     const response = await mcpRequest(mcpUrl, {
       token: await mint(),
-      headers: { 'mcp-protocol-version': '2026-07-28' },
+      headers: { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'server/discover' },
       body: { jsonrpc: '2.0', id: 1, method: 'server/discover', params: {} },
     })
     expect(response.status).toBe(400)
-    expect(await response.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32000 } })
+    expect(await response.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32602 } })
   })
 
   it('hands tools/list with other params to the server, which judges them', async () => {

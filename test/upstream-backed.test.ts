@@ -199,7 +199,7 @@ describe.each(['memory', 'redis'] as const)('scopes backed by the upstream (%s s
     const refused = await callAdminReport(tokens.access_token)
     expect(refused.status).toBe(403)
     const description =
-      'this call needs the scope reports:admin (upstream permission reports:admin or admin:reports)'
+      'this request needs the scope reports:admin (upstream permission reports:admin or admin:reports)'
     expect(await refused.json()).toEqual({
       error: 'insufficient_scope',
       error_description: description,

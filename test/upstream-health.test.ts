@@ -92,7 +92,11 @@ describe('an upstream that cannot be reached', () => {
     expect(metadata.status).toBe(200)
     expect(await readyz(proxy.url)).toEqual({
       status: 200,
-      body: { status: 'ready', upstream: `unreachable (ECONNREFUSED 127.0.0.1:${idpPort})` },
+      body: {
+        status: 'ready',
+        store: 'memory',
+        upstream: `unreachable (ECONNREFUSED 127.0.0.1:${idpPort})`,
+      },
     })
 
     const results = await runDoctor(`${proxy.url}/mcp`, { register: false })
@@ -118,7 +122,10 @@ describe('an upstream that cannot be reached', () => {
       () => readyz(proxy.url),
       (answer) => answer.body.upstream === 'ok',
     )
-    expect(ready).toEqual({ status: 200, body: { status: 'ready', upstream: 'ok' } })
+    expect(ready).toEqual({
+      status: 200,
+      body: { status: 'ready', store: 'memory', upstream: 'ok' },
+    })
     expect(proxy.lines.map((l) => l.msg)).toContain('upstream reachable again at KINDE_ISSUER_URL')
     const healthy = await runDoctor(`${proxy.url}/mcp`, { register: false })
     expect(healthy.find((result) => result.name === CHECK.upstream)?.status).toBe('pass')

@@ -42,8 +42,17 @@ export const DOCTOR_CLIENT_METADATA = {
   token_endpoint_auth_method: 'none',
 } as const
 
-/** The headers a browser-based MCP client sends to the endpoint, which CORS must allow. */
-const CLIENT_HEADERS = ['authorization', 'content-type', 'mcp-protocol-version']
+/**
+ * The headers a browser-based MCP client sends to the endpoint, which CORS must allow: both
+ * eras', `Mcp-Method` and `Mcp-Name` being the 2026-07-28 revision's mirrored headers.
+ */
+const CLIENT_HEADERS = [
+  'authorization',
+  'content-type',
+  'mcp-protocol-version',
+  'mcp-method',
+  'mcp-name',
+]
 // The origin of the MCP Inspector's web UI: a browser client every MCP server should admit.
 // A made-up origin would rightly meet the DNS-rebinding check (403) of a compliant server.
 const PROBE_ORIGIN = 'http://localhost:6274'
@@ -58,6 +67,21 @@ const INITIALIZE = {
   },
 }
 
+/** The 2026-07-28 revision, whose requests carry `_meta` and mirrored headers. */
+const MODERN_VERSION = '2026-07-28'
+const DISCOVER = {
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'server/discover',
+  params: {
+    _meta: {
+      'io.modelcontextprotocol/protocolVersion': MODERN_VERSION,
+      'io.modelcontextprotocol/clientInfo': { name: 'mcp-oauth-proxy-doctor', version: '1' },
+      'io.modelcontextprotocol/clientCapabilities': {},
+    },
+  },
+}
+
 /** The check names, in the order they are reported. */
 export const CHECK = {
   prmAt: (path: string) => `protected resource metadata at ${path}`,
@@ -66,6 +90,7 @@ export const CHECK = {
   offlineAccess: 'offline_access only in authorization server metadata',
   challenge: '401 challenge with resource_metadata',
   cors: 'CORS exposes WWW-Authenticate',
+  discover: 'MCP 2026-07-28 server/discover',
   jwks: 'JWKS reachable',
   registration: 'dynamic client registration of a loopback native client',
   ready: '/readyz',
@@ -269,6 +294,34 @@ export function assessCors(
   return pass(name)
 }
 
+/**
+ * A 2026-07-28 `server/discover` (the revision's required method) answers, or, as the doctor
+ * holds no token, is refused with the same Bearer challenge as a 2025 request: a modern
+ * client meets the authorization server the same way. A 400 or 404 means the endpoint does not
+ * take modern requests at all.
+ */
+export function assessDiscover(
+  response: { status: number; headers: Headers },
+  body: unknown,
+): CheckResult {
+  const name = CHECK.discover
+  if (response.status === 401) {
+    const params = parseBearerChallenge(response.headers.get('www-authenticate'))
+    return params?.resource_metadata
+      ? pass(name, 'a modern request without a token gets the 401 challenge')
+      : fail(name, 'a modern request without a token got 401 without a resource_metadata challenge')
+  }
+  const versions = (body as { result?: { supportedVersions?: unknown } } | undefined)?.result
+    ?.supportedVersions
+  if (response.status === 200 && Array.isArray(versions) && versions.includes(MODERN_VERSION)) {
+    return pass(name, `supported versions: ${versions.join(', ')}`)
+  }
+  return fail(
+    name,
+    `answered ${response.status}: the endpoint does not serve MCP ${MODERN_VERSION} requests`,
+  )
+}
+
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'oth']
 
 /** RFC 7517 §5: a JSON object with a non-empty `keys` array of public keys. */
@@ -469,6 +522,26 @@ export async function runDoctor(
       if (!(error instanceof RequestFailed)) throw error
       results.push(fail(CHECK.cors, error.message))
     }
+  }
+
+  // The 2026-07-28 era: a stateless request with its `_meta` and mirrored headers.
+  try {
+    const discovered = await request(resource.href, {
+      method: 'POST',
+      headers: {
+        origin: PROBE_ORIGIN,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': MODERN_VERSION,
+        'mcp-method': DISCOVER.method,
+      },
+      body: JSON.stringify(DISCOVER),
+    })
+    const body: unknown = await discovered.json().catch(() => undefined)
+    results.push(assessDiscover(discovered, body))
+  } catch (error) {
+    if (!(error instanceof RequestFailed)) throw error
+    results.push(fail(CHECK.discover, error.message))
   }
 
   // The keys clients' resource servers verify with.

@@ -1,17 +1,20 @@
 import { randomUUID } from 'node:crypto'
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
 import {
   type JSONRPCMessage,
   type RequestInfo,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js'
-import { type Context, Hono } from 'hono'
+import { type Context, Hono, type MiddlewareHandler } from 'hono'
+import { requestIdOf } from '../audit.js'
 import type { Deps } from '../deps.js'
-import { refusalResponse } from '../errors.js'
-import { anyOriginCors, methodNotAllowed } from '../http.js'
+import { OAuthError, refusalResponse } from '../errors.js'
+import { anyOriginCors, hasMediaType, methodNotAllowed, readBody } from '../http.js'
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
-import { type McpEnv, mcpBearerAuth } from './auth.js'
 import { builtinTools } from './builtin-tools.js'
 import { forwardHandler } from './forward.js'
+import { type BearerGate, createBearerGate, credentialsOf, scopesForToolCalls } from './gate.js'
+import { createModernEra, type ModernEra } from './modern.js'
 import { originGuard } from './origin.js'
 import { createServerFactory, type ServerFactory, type ServerInfo } from './server.js'
 import {
@@ -19,7 +22,7 @@ import {
   type SessionOwner,
   type SessionRegistryOptions,
 } from './sessions.js'
-import type { ToolDefinition } from './tools.js'
+import type { Caller, ToolDefinition } from './tools.js'
 import {
   type Delivery,
   HttpServerTransport,
@@ -33,6 +36,17 @@ import {
 
 /** What the endpoint needs: the app's dependencies, with the verifier `/revoke` also uses. */
 export type McpDeps = Deps & { readonly verifier: AccessTokenVerifier }
+
+/** What the gate's adapter hands the handlers: who is calling, and the POST body it read. */
+export interface GatedRequest {
+  readonly authInfo: AuthInfo
+  readonly caller: Caller
+  /** The JSON-RPC message (or batch) of a JSON POST; `undefined` when no body was read. */
+  readonly parsedBody: unknown
+}
+
+/** Hono environment of the routes behind the gate. */
+export type McpEnv = { Variables: { mcp: GatedRequest } }
 
 export interface McpEndpointOptions {
   /** Tools served next to the built-ins (`whoami`, `upstream_userinfo`), names unique. */
@@ -54,9 +68,11 @@ export interface McpEndpointOptions {
 const DEFAULT_SERVER_INFO: ServerInfo = { name: 'mcp-oauth-proxy', version: '0.1.0' }
 
 /**
- * `/mcp`: the MCP Streamable HTTP endpoint (MCP spec 2025-11-25, basic/transports) behind the
- * bearer gate, with CORS for browser clients (any origin, no credentials: the token is a
- * header, never a cookie). With `config.mcpSessions === 'stateful'` each `initialize` opens a
+ * `/mcp`: the MCP Streamable HTTP endpoint behind the bearer gate, with CORS for browser
+ * clients (any origin, no credentials: the token is a header, never a cookie). It speaks both
+ * protocol eras at one URL (see `eraRouter`): 2026-07-28 requests statelessly on the v2 SDK
+ * (`createModernEra`), whatever `mcpSessions` says, and the 2025 era (basic/transports of
+ * 2025-11-25) as follows. With `config.mcpSessions === 'stateful'` each `initialize` opens a
  * session (`Mcp-Session-Id`) bound to the token's user and client; `stateless` handles every
  * POST on its own server and refuses GET and DELETE with 405, as the spec allows. With
  * `config.mcpUpstreamUrl` it forwards to that MCP server instead (see `forwardHandler`), which
@@ -69,43 +85,34 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   }
   const builtins = backend || options.builtinTools === false ? [] : builtinTools(deps.upstream)
   const tools = [...builtins, ...(options.tools ?? [])]
-  const servers = createServerFactory(options.serverInfo ?? DEFAULT_SERVER_INFO, tools)
-  const { upstreamTokens } = deps
-  const gate = mcpBearerAuth(deps.config, {
-    verifier: deps.verifier,
-    upstreamTokens,
+  const serverInfo = options.serverInfo ?? DEFAULT_SERVER_INFO
+  const servers = createServerFactory(serverInfo, tools)
+  // The instance's one gate: `requireAuth()` builds the same over the same services.
+  const gate = createBearerGate(deps)
+  const gated = gatedRequests(gate, {
     toolScopes: new Map(tools.map((tool) => [tool.name, tool.requiredScopes ?? []])),
-    maxBodyBytes: options.maxBodyBytes,
-    audit: deps.audit,
-    dpop: deps,
+    maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
+    // A backend checks the upstream token on every request; local tools run on POSTs only.
+    upstreamOnEveryMethod: backend !== undefined,
   })
-  const handle = backend
-    ? forwardHandler(deps, { target: backend, upstreamTokens })
+  const legacy = backend
+    ? forwardHandler(deps, { target: backend, gate })
     : deps.config.mcpSessions === 'stateless'
       ? statelessHandler(servers)
       : statefulHandler(deps, servers, options)
+  let handle = legacy
+  if (!backend) {
+    const modern = createModernEra(serverInfo, tools)
+    options.signal?.addEventListener('abort', () => void modern.close(), { once: true })
+    handle = eraRouter(modern, legacy)
+  }
 
   const app = new Hono<McpEnv>()
   app.use('/mcp', originGuard(deps.config))
-  app.use(
-    '/mcp',
-    anyOriginCors({
-      allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
-      allowHeaders: [
-        'Authorization',
-        'Content-Type',
-        'MCP-Protocol-Version',
-        'Mcp-Session-Id',
-        'Last-Event-ID',
-        'DPoP',
-      ],
-      exposeHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
-      maxAge: 86_400,
-    }),
-  )
+  app.use('/mcp', mcpCors())
   // Every method but OPTIONS (answered by CORS above) meets the gate first, so an
   // unauthenticated caller learns nothing, not even which methods exist.
-  app.use('/mcp', gate)
+  app.use('/mcp', gated)
   // HEAD would match GET and open an SSE stream nobody reads.
   app.on(['GET', 'POST', 'DELETE'], '/mcp', (c) =>
     c.req.method === 'HEAD' ? refuseMethod(c) : handle(c),
@@ -123,7 +130,119 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
 
 const refuseMethod = methodNotAllowed(['GET', 'POST', 'DELETE'])
 
+/**
+ * `/mcp`'s adapter over the bearer gate: verifies the token before anything else (an
+ * unauthenticated caller learns nothing), then reads a JSON POST's body (bounded), so the
+ * scopes of the tools it calls can be required, and admits the caller with the upstream token
+ * resolved where handlers will use it.
+ */
+function gatedRequests(
+  gate: BearerGate,
+  options: {
+    toolScopes: ReadonlyMap<string, readonly string[]>
+    maxBodyBytes: number
+    upstreamOnEveryMethod: boolean
+  },
+): MiddlewareHandler<McpEnv> {
+  return async function mcpBearerAuth(c, next) {
+    const requestId = requestIdOf(c)
+    const presented = await gate.verify(credentialsOf(c), requestId)
+    const post = c.req.method === 'POST'
+    let parsedBody: unknown
+    if (post && hasMediaType(c, 'application/json')) {
+      try {
+        parsedBody = JSON.parse(await readBody(c, options.maxBodyBytes))
+      } catch (error) {
+        if (error instanceof OAuthError) throw error
+        // The transport's answer to a body that is not JSON (JSON-RPC 2.0 §5.1).
+        return jsonRpcError(400, -32700, 'Parse error: Invalid JSON')
+      }
+    }
+    const { authInfo, caller } = await gate.admit(presented, {
+      scopes: scopesForToolCalls(parsedBody, options.toolScopes),
+      upstream: post || options.upstreamOnEveryMethod,
+      requestId,
+    })
+    c.set('mcp', { authInfo, caller, parsedBody })
+    await next()
+  }
+}
+
 type Handler = (c: Context<McpEnv>) => Promise<Response>
+
+/** What a browser client may send to `/mcp`, both eras' headers included. */
+const ALLOWED_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'MCP-Protocol-Version',
+  'Mcp-Session-Id',
+  'Last-Event-ID',
+  'Mcp-Method',
+  'Mcp-Name',
+  'DPoP',
+]
+/** An `Mcp-Param-{Name}` header (2026-07-28 `x-mcp-header`): `Name` is an RFC 9110 token. */
+const PARAM_HEADER = /^mcp-param-[!#$%&'*+.^_`|~0-9a-z-]+$/i
+
+/**
+ * CORS for browser clients (any origin, no credentials: the token is a header, never a
+ * cookie). A tool's `Mcp-Param-*` headers are named by its schema, so a preflight asking for
+ * some is allowed those, next to the fixed list.
+ */
+function mcpCors() {
+  const options = {
+    allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+    allowHeaders: ALLOWED_HEADERS,
+    exposeHeaders: ['WWW-Authenticate', 'Mcp-Session-Id'],
+    maxAge: 86_400,
+  }
+  const fixed = anyOriginCors(options)
+  return async function mcpCorsMiddleware(c: Context, next: () => Promise<void>) {
+    if (c.req.method === 'OPTIONS') {
+      const params = (c.req.header('access-control-request-headers') ?? '')
+        .split(',')
+        .map((name) => name.trim())
+        .filter((name) => PARAM_HEADER.test(name))
+      if (params.length) {
+        return anyOriginCors({ ...options, allowHeaders: [...ALLOWED_HEADERS, ...params] })(c, next)
+      }
+    }
+    return fixed(c, next)
+  }
+}
+
+/**
+ * Both protocol eras at one URL (MCP 2026-07-28, basic/versioning): a POST carrying the
+ * per-request `_meta` envelope (or naming a modern `MCP-Protocol-Version`) is the modern era's,
+ * served statelessly whatever `MCP_SESSIONS` says (an `Mcp-Session-Id` on it is ignored, as the
+ * transport spec asks); everything else, `initialize`, GET and DELETE included, is the 2025
+ * era's.
+ */
+function eraRouter(modern: ModernEra, legacy: Handler): Handler {
+  return async (c) => {
+    if (c.req.method === 'POST') {
+      const { parsedBody, authInfo } = c.get('mcp')
+      if (
+        parsedBody !== undefined &&
+        modern.claims(parsedBody, c.req.header('mcp-protocol-version'))
+      ) {
+        return notAcceptable(c) ?? modern.answer(c.req.raw, parsedBody, authInfo)
+      }
+    }
+    return legacy(c)
+  }
+}
+
+/** 406 unless the client accepts both JSON and SSE, as both eras' transports ask. */
+function notAcceptable(c: Context): Response | undefined {
+  const accept = c.req.header('accept')
+  if (accept?.includes('application/json') && accept.includes('text/event-stream')) return undefined
+  return jsonRpcError(
+    406,
+    -32000,
+    'Not Acceptable: Client must accept both application/json and text/event-stream',
+  )
+}
 
 /**
  * Stateless mode: a server and a transport per POST, closed once its requests are answered.
@@ -268,14 +387,8 @@ const sessionRequired = () =>
  * bodies only), 400 for JSON that is not JSON-RPC.
  */
 function postedMessages(c: Context<McpEnv>): JSONRPCMessage[] | Response {
-  const accept = c.req.header('accept')
-  if (!accept?.includes('application/json') || !accept.includes('text/event-stream')) {
-    return jsonRpcError(
-      406,
-      -32000,
-      'Not Acceptable: Client must accept both application/json and text/event-stream',
-    )
-  }
+  const refused = notAcceptable(c)
+  if (refused) return refused
   const { parsedBody } = c.get('mcp')
   if (parsedBody === undefined) {
     return jsonRpcError(

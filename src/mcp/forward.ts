@@ -2,7 +2,6 @@ import { createHmac } from 'node:crypto'
 import type { Context } from 'hono'
 import { SignJWT } from 'jose'
 import { LRUCache } from 'lru-cache'
-import { requestIdOf } from '../audit.js'
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { safeEqual, sha256 } from '../crypto.js'
@@ -11,27 +10,34 @@ import { OAuthError } from '../errors.js'
 import { clientIp } from '../http.js'
 import { deriveKey } from '../tokens/derive.js'
 import type { Keys } from '../tokens/keys.js'
-import type { AccessTokenVerifier } from '../tokens/verifier.js'
-import { bearerRefusals, type GatedRequest, type McpEnv } from './auth.js'
+import type { GatedRequest, McpEnv } from './endpoint.js'
+import type { BearerGate } from './gate.js'
 import type { SessionOwner } from './sessions.js'
 import { jsonRpcError } from './transport.js'
-import type { UpstreamTokenSource } from './upstream-token.js'
 
-/** What forwarding needs: the app's dependencies, with the verifier the gate uses. */
-export type ForwardDeps = Pick<Deps, 'config' | 'keys' | 'clock' | 'logger' | 'fetch'> & {
-  readonly verifier: AccessTokenVerifier
-}
+/** What forwarding needs of the app's dependencies. */
+export type ForwardDeps = Pick<Deps, 'config' | 'keys' | 'clock' | 'logger' | 'fetch'>
 
 export interface ForwardOptions {
   /** The backend's Streamable HTTP endpoint (`MCP_UPSTREAM_URL`). */
   readonly target: URL
-  /** The gate's source of upstream tokens, shared so a refresh serves both. */
-  readonly upstreamTokens: UpstreamTokenSource
+  /** The endpoint's bearer gate, whose challenges the backend's refusals become. */
+  readonly gate: Pick<BearerGate, 'refuse'>
 }
 
-// What the MCP transport (2025-11-25) reads from a request. Never the client's Authorization
-// (the proxy's own token) nor its cookies.
-const REQUEST_HEADERS = ['accept', 'content-type', 'mcp-protocol-version', 'last-event-id']
+// What the MCP transport reads from a request: the 2025-11-25 headers, and the 2026-07-28
+// ones mirrored from the body (`Mcp-Method`, `Mcp-Name`, and `Mcp-Param-*` below), which a
+// 2026 backend checks against it. Never the client's Authorization (the proxy's own token)
+// nor its cookies.
+const REQUEST_HEADERS = [
+  'accept',
+  'content-type',
+  'mcp-protocol-version',
+  'last-event-id',
+  'mcp-method',
+  'mcp-name',
+]
+const PARAM_HEADER_PREFIX = 'mcp-param-'
 // `allow` keeps a backend's 405 for GET meaning "no event stream here" to the client.
 const RESPONSE_HEADERS = ['content-type', 'cache-control', 'retry-after', 'allow']
 // Statuses whose response must not have a body (Fetch: null body status).
@@ -39,7 +45,8 @@ const NULL_BODY = new Set([101, 204, 205, 304])
 
 /**
  * Forward mode of `/mcp` (`MCP_UPSTREAM_URL`): an authenticating reverse proxy for an existing
- * Streamable HTTP MCP server (MCP spec 2025-11-25, basic/transports). Runs behind the bearer
+ * Streamable HTTP MCP server of either era (MCP 2025-11-25 sessions, 2026-07-28 stateless
+ * requests with their mirrored headers, passed through as sent). Runs behind the bearer
  * gate; forwards GET, POST and DELETE with the MCP headers and `Authorization: Bearer` of the
  * caller's upstream token (refreshed when needed) or, with `MCP_UPSTREAM_TOKEN=downstream-jwt`,
  * of a short HS256 JWT (see `createDownstreamTokens`).
@@ -60,7 +67,7 @@ export function forwardHandler(
 ): (c: Context<McpEnv>) => Promise<Response> {
   const { config, logger } = deps
   const { target } = options
-  const { refuse, challenged } = bearerRefusals(config)
+  const { refuse } = options.gate
   const sessions = createSessionBinder(deps.keys)
   const downstream =
     config.mcpUpstreamToken === 'downstream-jwt'
@@ -69,18 +76,10 @@ export function forwardHandler(
   const timeoutMs = config.upstreamTimeoutSeconds * 1000
   const forwardedProto = config.publicUrl.protocol.slice(0, -1)
 
-  const bearer = async (c: Context<McpEnv>): Promise<string> => {
-    const gated = c.get('mcp')
-    if (downstream) return downstream.token(gated)
-    // The gate renews the upstream token for POSTs only; a backend checks it on every request.
-    if (c.req.method === 'POST') return gated.caller.upstreamAccessToken
-    try {
-      const verified = await deps.verifier.verify(gated.authInfo.token)
-      return await options.upstreamTokens.accessToken(verified, requestIdOf(c))
-    } catch (error) {
-      throw challenged(error)
-    }
-  }
+  // The gate renews the upstream token on every request in this mode: a backend checks it on
+  // GET and DELETE too.
+  const bearer = (gated: GatedRequest): Promise<string> | string =>
+    downstream ? downstream.token(gated) : gated.caller.upstreamAccessToken
 
   const refused = (c: Context<McpEnv>, backend: Response): OAuthError => {
     const { caller, authInfo } = c.get('mcp')
@@ -152,6 +151,9 @@ export function forwardHandler(
       const value = c.req.header(name)
       if (value !== undefined) headers.set(name, value)
     }
+    for (const [name, value] of c.req.raw.headers) {
+      if (name.startsWith(PARAM_HEADER_PREFIX)) headers.set(name, value)
+    }
     const presented = c.req.header('mcp-session-id')
     let session: string | undefined
     if (presented !== undefined) {
@@ -159,7 +161,7 @@ export function forwardHandler(
       if (session === undefined) return jsonRpcError(404, -32001, 'Session not found')
       headers.set('mcp-session-id', session)
     }
-    headers.set('authorization', `Bearer ${await bearer(c)}`)
+    headers.set('authorization', `Bearer ${await bearer(gated)}`)
     const ip = clientIp(c, config.trustProxy)
     if (ip !== 'unknown') headers.set('x-forwarded-for', ip)
     headers.set('x-forwarded-proto', forwardedProto)

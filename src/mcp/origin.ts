@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Config } from '../config.js'
 import { LOOPBACK_NAME_PATTERN } from '../loopback.js'
-import type { McpEnv } from './auth.js'
+import type { McpEnv } from './endpoint.js'
 import { jsonRpcError } from './transport.js'
 
 const LOOPBACK_ORIGIN = new RegExp(`^http://(${LOOPBACK_NAME_PATTERN})(:\\d{1,5})?$`)

@@ -1,20 +1,10 @@
 import type { MiddlewareHandler } from 'hono'
 import type { Logger } from 'pino'
 import { requestIdOf } from '../audit.js'
-import { type Config, ConfigError } from '../config.js'
+import { ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
-import type { VerifiedAccessToken } from '../tokens/access-token.js'
-import {
-  createDpopKeyCache,
-  type DpopDeps,
-  presentedToken,
-  verifyDpopAtResource,
-} from '../tokens/dpop.js'
-import { describeNeededScopes } from '../tokens/policy.js'
-import type { AccessTokenVerifier } from '../tokens/verifier.js'
-import { bearerRefusals, callerOf } from './auth.js'
+import { type BearerGateDeps, createBearerGate, credentialsOf } from './gate.js'
 import type { Caller } from './tools.js'
-import type { UpstreamTokenSource } from './upstream-token.js'
 
 /**
  * Who is calling a route behind `requireAuth`: the same `Caller` MCP tools receive, plus the
@@ -36,26 +26,19 @@ export interface RequireAuthOptions {
   readonly scopes?: readonly string[]
 }
 
-/** What the gate shares with the MCP endpoint's: the configuration, the verifier, the upstream tokens. */
-export interface RequireAuthDeps extends DpopDeps {
-  readonly config: Pick<
-    Config,
-    'issuer' | 'scopes' | 'openScopes' | 'scopePermissions' | 'dpopRequired'
-  >
-  readonly verifier: AccessTokenVerifier
-  readonly upstreamTokens: UpstreamTokenSource
+/** What the middleware needs: the services `/mcp`'s bearer gate is built from, a logger. */
+export interface RequireAuthDeps extends BearerGateDeps {
   readonly logger: Logger
 }
 
 /**
- * A bearer gate for an embedding application's own routes, accepting the proxy's access
- * tokens for the MCP resource (audience `PUBLIC_URL/mcp`) exactly as `/mcp` does: the same
- * verifier (signature, claims, revocation), the same challenges naming the protected-resource
- * metadata (RFC 6750 §3, RFC 9728 §5.1) — 401 without a valid token, 403
- * `insufficient_scope` naming `scopes` when the token lacks one — and 503 when the store does
- * not answer. The caller's upstream token is resolved (refreshed when expired) before the
- * route runs. Refusals are answered here, whatever the host app's error handler; a CORS
- * preflight never carries a token, so put `cors()` in front.
+ * A bearer gate for an embedding application's own routes: an adapter over the gate `/mcp`
+ * uses, so the same tokens pass with the same verification (signature, claims, revocation)
+ * and are refused with the same bytes (RFC 6750 §3, RFC 9728 §5.1) — 401 without a valid
+ * token, 403 `insufficient_scope` naming `scopes` when the token lacks one — and 503 when the
+ * store does not answer. The caller's upstream token is resolved (refreshed when expired)
+ * before the route runs. Refusals are answered here, whatever the host app's error handler; a
+ * CORS preflight never carries a token, so put `cors()` in front.
  */
 export function requireBearer(
   deps: RequireAuthDeps,
@@ -69,68 +52,21 @@ export function requireBearer(
       `SCOPES: requireAuth needs ${unoffered.join(', ')}, which SCOPES does not list`,
     ])
   }
-  const { refuse, challenged, refuseDpop } = bearerRefusals(deps.config)
-  const dpopDeps = { ...deps, keyCache: createDpopKeyCache() }
-
-  const authenticate = async (
-    request: { authorization?: string; dpop?: string; method: string; path: string },
-    requestId: string | undefined,
-  ): Promise<RequestAuth> => {
-    const presented = presentedToken(request.authorization)
-    const token = presented?.token
-    // No error code in the header when no token was sent (RFC 6750 §3.1).
-    if (!presented || !token) throw refuse(401, undefined, 'an access token is required')
-    let verified: VerifiedAccessToken
-    let upstreamAccessToken: string
-    try {
-      verified = await deps.verifier.verify(token)
-    } catch (error) {
-      throw challenged(error)
-    }
-    const dpop = await verifyDpopAtResource(
-      dpopDeps,
-      {
-        ...presented,
-        method: request.method,
-        url: `${deps.config.issuer}${request.path}`,
-        proof: request.dpop,
-      },
-      verified,
-    )
-    if (!dpop.ok) throw refuseDpop(dpop)
-    if (required.some((scope) => !verified.scopes.includes(scope))) {
-      throw refuse(
-        403,
-        'insufficient_scope',
-        describeNeededScopes(deps.config, required, 'request'),
-        required,
-      )
-    }
-    try {
-      upstreamAccessToken = await deps.upstreamTokens.accessToken(verified, requestId)
-    } catch (error) {
-      throw challenged(error)
-    }
-    return {
-      ...callerOf(verified, upstreamAccessToken),
-      clientId: verified.clientId,
-      scopes: verified.scopes,
-      expiresAt: verified.expiresAt,
-    }
-  }
+  const gate = createBearerGate(deps)
 
   return async function requireAuth(c, next) {
     let auth: RequestAuth
     try {
-      auth = await authenticate(
-        {
-          authorization: c.req.header('authorization'),
-          dpop: c.req.header('dpop'),
-          method: c.req.method,
-          path: c.req.path,
-        },
-        requestIdOf(c),
-      )
+      const { caller, verified } = await gate.authenticate(credentialsOf(c), {
+        scopes: required,
+        requestId: requestIdOf(c),
+      })
+      auth = {
+        ...caller,
+        clientId: verified.clientId,
+        scopes: verified.scopes,
+        expiresAt: verified.expiresAt,
+      }
     } catch (error) {
       const response = refusalResponse(error, deps.logger, c.req.path)
       if (!response) throw error

@@ -85,11 +85,17 @@ export function createServerFactory(
         return toolError(`Invalid arguments for tool ${name}: ${z.prettifyError(parsed.error)}`)
       }
       try {
-        return await entry.tool.handler(parsed.data, {
+        const result = await entry.tool.handler(parsed.data, {
           ...extra,
           authInfo,
           caller: callerOf(authInfo),
+          era: 'legacy',
         })
+        // The 2025 era has no input_required result; its tools ask through `sendRequest`.
+        if (result.resultType === 'input_required') {
+          return toolError(`Tool ${name} needs input that only a 2026-07-28 client can give`)
+        }
+        return result
       } catch (error) {
         return toolError(error instanceof Error ? error.message : String(error))
       }

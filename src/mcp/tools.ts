@@ -6,6 +6,7 @@ import type {
   ServerRequest,
   ToolAnnotations,
 } from '@modelcontextprotocol/sdk/types.js'
+import type { InputRequiredResult } from '@modelcontextprotocol/server'
 import type { z } from 'zod'
 import type { Actor } from '../tokens/access-token.js'
 
@@ -25,10 +26,20 @@ export interface Caller {
   readonly upstreamAccessToken: string
 }
 
-/** What a tool handler receives besides its arguments: the SDK's request extra, plus the caller. */
+/**
+ * What a tool handler receives besides its arguments: the v1 SDK's request extra, plus the
+ * caller, the same in both protocol eras. `era` says which one the request came in:
+ * `legacy` (2025, `initialize` and sessions) or `modern` (2026-07-28, stateless). On the modern
+ * path `sendRequest` throws (the era has no server-to-client requests): a tool that needs the
+ * user's input returns `inputRequired(...)` from `@modelcontextprotocol/server` and finds the
+ * answers in `inputResponses` when the client retries.
+ */
 export interface ToolExtra extends RequestHandlerExtra<ServerRequest, ServerNotification> {
   readonly authInfo: AuthInfo
   readonly caller: Caller
+  readonly era: 'legacy' | 'modern'
+  /** Modern era: the client's answers to the `input_required` result of an earlier round. */
+  readonly inputResponses?: Readonly<Record<string, unknown>> | undefined
 }
 
 /**
@@ -45,11 +56,14 @@ export interface ToolDefinition<Shape extends z.ZodRawShape = z.ZodRawShape> {
   readonly inputSchema?: Shape | undefined
   readonly requiredScopes?: readonly string[] | undefined
   readonly annotations?: ToolAnnotations | undefined
-  handler(
-    args: z.output<z.ZodObject<Shape>>,
-    extra: ToolExtra,
-  ): CallToolResult | Promise<CallToolResult>
+  handler(args: z.output<z.ZodObject<Shape>>, extra: ToolExtra): ToolResult | Promise<ToolResult>
 }
+
+/**
+ * What a tool returns: a result, or (modern era only) a request for the user's input. An
+ * `input_required` answer to a legacy request reaches the client as a tool error.
+ */
+export type ToolResult = CallToolResult | InputRequiredResult
 
 /** Declares a tool with its handler's arguments typed from `inputSchema`. */
 export function defineTool<Shape extends z.ZodRawShape>(

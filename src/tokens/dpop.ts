@@ -201,7 +201,7 @@ export async function dpopAtTokenEndpoint(
 }
 
 /** The access token of an `Authorization` header and the scheme it came with. */
-export interface PresentedToken {
+export interface SchemeToken {
   readonly scheme: 'Bearer' | 'DPoP'
   readonly token: string
 }
@@ -210,14 +210,14 @@ export interface PresentedToken {
 const AUTHORIZATION = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*) *$/i
 
 /** The token of `Authorization: Bearer …` or `Authorization: DPoP …`, or undefined. */
-export function presentedToken(authorization: string | undefined): PresentedToken | undefined {
+export function authorizationToken(authorization: string | undefined): SchemeToken | undefined {
   const match = AUTHORIZATION.exec(authorization ?? '')
   if (!match?.[1] || !match[2]) return undefined
   return { scheme: match[1].toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer', token: match[2] }
 }
 
 /** A request at the resource server, as the DPoP check needs it. */
-export interface ResourceRequest extends PresentedToken {
+export interface ResourceRequest extends SchemeToken {
   readonly method: string
   /** The request URL as `PUBLIC_URL` names it: never built from the Host header. */
   readonly url: string

@@ -23,6 +23,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { registerClient } from '../support/flow.js'
 import { accessTokenOf, signedInProvider } from '../support/mcp.js'
+import { type ModernBackend, startModernBackend } from '../support/modern-backend.js'
 import { freePort } from '../support/net.js'
 import type { ProxyUnderTest } from '../support/proxy.js'
 import { startBearerForwarder } from './support/bearer-forwarder.js'
@@ -77,6 +78,15 @@ function verdicts(results: Map<string, Check[]>): Record<string, string> {
 
 const baselineFile = (name: string) => join(OUTSIDE_DIR, name)
 
+/** The 2026-07-28 server scenarios that apply to a tools-only server on the proxy's own `/mcp`. */
+const MODERN_REQUIRED = [
+  'server-stateless',
+  'tools-list',
+  'caching',
+  'dns-rebinding-protection',
+  'http-header-validation',
+]
+
 /**
  * Runs the active server suite against `mcpUrl` with `baseline` as its expected failures;
  * returns the exit code, the verdict per scenario and the output.
@@ -85,19 +95,27 @@ async function runServerSuite(
   mcpUrl: string,
   baseline: string | undefined,
   label: string,
-): Promise<{ code: number | null; verdict: Record<string, string>; output: string }> {
+  extraArgs: readonly string[] = [],
+): Promise<{
+  code: number | null
+  verdict: Record<string, string>
+  results: Map<string, Check[]>
+  output: string
+}> {
   const out = await tempDir(`conformance-server-${label}`)
   try {
     const args = ['server', '--url', mcpUrl, '--output-dir', join(out.path, 'results')]
+    args.push(...extraArgs)
     if (baseline !== undefined) {
       await writeFile(join(out.path, 'baseline.yml'), baseline)
       args.push('--expected-failures', join(out.path, 'baseline.yml'))
     }
     const suite = startNode(NODE22, CONFORMANCE, args)
     const done = await suite.finish(240_000)
-    const verdict = verdicts(await readResults(join(out.path, 'results'), 'server'))
+    const results = await readResults(join(out.path, 'results'), 'server')
+    const verdict = verdicts(results)
     console.log(`conformance ${VERSION} server scenarios (${label}):`, verdict)
-    return { code: done.code, verdict, output: suite.output() }
+    return { code: done.code, verdict, results, output: suite.output() }
   } finally {
     await out.remove()
   }
@@ -187,6 +205,47 @@ describe(`@modelcontextprotocol/conformance ${VERSION}`, () => {
     },
   )
 
+  it.each(['stateful', 'stateless'] as const)(
+    'passes the 2026-07-28 requirements a tools-only /mcp can pass (built-in tools, %s sessions)',
+    async (mode) => {
+      const under = mode === 'stateful' ? proxy : await startOutsideProxy({ MCP_SESSIONS: mode })
+      const signedIn = await signedInProvider(under, { port: await freePort() })
+      const forwarder = await startBearerForwarder(under.url, accessTokenOf(signedIn))
+      try {
+        const baseline = await readFile(
+          baselineFile('conformance-server-baseline.2026-07-28.yml'),
+          'utf8',
+        )
+        const { code, results, output } = await runServerSuite(
+          `${forwarder.url}/mcp`,
+          baseline,
+          `2026-07-28-${mode}`,
+          ['--requirements', '2026-07-28'],
+        )
+        // What the modern era of a tools-only server must pass, whatever the baseline says:
+        // every check of these scenarios but those the baseline names one by one (a check the
+        // suite skips, such as prompts list-changed on a server without prompts, is no failure).
+        const excused = new Set(
+          [...baseline.matchAll(/^\s*-\s*([\w-]+:[\w-]+)\s*$/gm)].map(([, id]) => id),
+        )
+        for (const scenario of MODERN_REQUIRED) {
+          const checks = results.get(scenario)
+          expect(checks?.length, `${scenario} ran no check\n${output}`).toBeGreaterThan(0)
+          const failing = (checks ?? []).filter(
+            (check) =>
+              !['SUCCESS', 'INFO', 'SKIPPED'].includes(check.status) &&
+              !excused.has(`${scenario}:${check.id}`),
+          )
+          expect(failing, scenario).toEqual([])
+        }
+        expect(code, output).toBe(0)
+      } finally {
+        await forwarder.close()
+        if (under !== proxy) await under.close()
+      }
+    },
+  )
+
   describe('forward mode (MCP_UPSTREAM_URL) to a backend with the suite fixtures', () => {
     let backend: Backend
     let forwarding: ProxyUnderTest
@@ -226,6 +285,51 @@ describe(`@modelcontextprotocol/conformance ${VERSION}`, () => {
         const failing = Object.entries(verdict).filter(([, status]) => status !== 'SUCCESS')
         expect(failing, output).toEqual([])
         expect(code, output).toBe(0)
+      } finally {
+        await forwarder.close()
+      }
+    })
+  })
+
+  describe('forward mode (MCP_UPSTREAM_URL) to a 2026-07-28 backend (v2 SDK)', () => {
+    let backend: ModernBackend
+    let forwarding: ProxyUnderTest
+
+    beforeAll(async () => {
+      backend = await startModernBackend({ checkTokens: false })
+      forwarding = await startOutsideProxy({ MCP_UPSTREAM_URL: backend.mcpUrl })
+    })
+
+    afterAll(async () => {
+      await forwarding?.close()
+      await backend?.close()
+    })
+
+    it('passes through the proxy every 2026-07-28 scenario the backend passes on its own', async () => {
+      const requirements = ['--requirements', '2026-07-28']
+      const alone = await runServerSuite(backend.mcpUrl, undefined, 'backend-2026', requirements)
+      const passing = Object.keys(alone.verdict).filter((s) => alone.verdict[s] === 'SUCCESS')
+      // The control: the backend (three tools, one with an `x-mcp-header` parameter) passes
+      // the header scenarios on its own, so through the proxy they show the mirrored headers
+      // (Mcp-Method, Mcp-Name, Mcp-Param-*) crossing forward mode intact.
+      expect(passing, alone.output).toEqual(
+        expect.arrayContaining([
+          'tools-list',
+          'http-header-validation',
+          'http-custom-header-server-validation',
+        ]),
+      )
+      const signedIn = await signedInProvider(forwarding, { port: await freePort() })
+      const forwarder = await startBearerForwarder(forwarding.url, accessTokenOf(signedIn))
+      try {
+        const through = await runServerSuite(
+          `${forwarder.url}/mcp`,
+          undefined,
+          'forward-2026',
+          requirements,
+        )
+        const lost = passing.filter((scenario) => through.verdict[scenario] !== 'SUCCESS')
+        expect(lost, through.output).toEqual([])
       } finally {
         await forwarder.close()
       }
