@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import { correlate } from './audit.js'
 import { OAuthError, refusalResponse } from './errors.js'
+import { requestAbandoned } from './http.js'
 import { createMcpEndpoint, type McpEndpointOptions } from './mcp/endpoint.js'
 import { metricsRoutes } from './metrics.js'
 import { authorizeRoutes } from './oauth/authorize.js'
@@ -75,6 +76,14 @@ export function createApp(deps: Services, options: AppOptions = {}): Hono {
 
   app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())
   app.onError((error, c) => {
+    if (!(error instanceof OAuthError) && requestAbandoned(c)) {
+      // Nobody is left to answer; nginx's 499 names that in the metrics.
+      deps.logger.debug(
+        { path: c.req.path, code: (error as { code?: unknown }).code },
+        'client abandoned the request',
+      )
+      return new Response(null, { status: 499 })
+    }
     // OAuth refusals and store outages answer as everywhere else (the MCP endpoint, library
     // mode); server-side ones (5xx) are logged at warn, with their cause.
     const refusal = refusalResponse(error, deps.logger, c.req.path)

@@ -53,6 +53,8 @@ export interface Config {
   readonly signingKey: string | undefined
   readonly signingKeyPrevious: string | undefined
   readonly encryptionKey: string | undefined
+  /** Encrypts generated keys in the store; absent: derived from the upstream client secret. */
+  readonly keysSecret: string | undefined
   /** Scopes of the MCP resource, advertised in the protected-resource metadata. */
   readonly scopes: readonly string[]
   /** Scopes of `scopes` granted to every signed-in user, like the OpenID Connect ones. */
@@ -72,8 +74,13 @@ export interface Config {
   readonly clientIdMetadataDocuments: boolean
   /** Requests a minute per client IP at `/register`; 0 turns the limit off. */
   readonly registerRateLimit: number
-  /** Requests a minute per client id at `/token`; 0 turns the limit off. */
+  /**
+   * At `/token`, a minute: requests that proved themselves per client id, and failed requests
+   * per client IP; 0 turns the limit off.
+   */
   readonly tokenRateLimit: number
+  /** Requests a minute per client IP at `/authorize` and its consent form; 0 turns it off. */
+  readonly authorizeRateLimit: number
   readonly accessTokenTtlSeconds: number
   readonly refreshTokenTtlSeconds: number
   readonly refreshGraceSeconds: number
@@ -96,6 +103,10 @@ export interface Config {
   readonly mcpAllowedOrigins: readonly string[]
   /** Take the client address from `X-Forwarded-For` (only behind a proxy you run). */
   readonly trustProxy: boolean
+  /** A request (headers and body) not received within this is cut (Node's `requestTimeout`). */
+  readonly requestTimeoutMs: number
+  /** Open connections an instance accepts; more are closed at once. 0: no cap. */
+  readonly maxConnections: number
   readonly logLevel: string
   /** Where audit events go: a file path, or undefined for stdout with the other logs. */
   readonly auditLog: string | undefined
@@ -327,6 +338,13 @@ const EnvSchema = z.object({
   SIGNING_KEY: nonEmpty.optional(),
   SIGNING_KEY_PREVIOUS: nonEmpty.optional(),
   ENCRYPTION_KEY: nonEmpty.optional(),
+  KEYS_SECRET: z
+    .string()
+    .refine(
+      (secret) => Buffer.byteLength(secret) >= 32,
+      'must be at least 32 bytes (e.g. openssl rand -base64 32)',
+    )
+    .optional(),
   SCOPES: list.transform((scopes) => (scopes.length ? scopes : ['openid', 'profile', 'email'])),
   OPEN_SCOPES: list,
   SCOPE_PERMISSIONS: list,
@@ -339,6 +357,7 @@ const EnvSchema = z.object({
   CLIENT_ID_METADATA_DOCUMENTS: bool(true),
   REGISTER_RATE_LIMIT: rate(120),
   TOKEN_RATE_LIMIT: rate(300),
+  AUTHORIZE_RATE_LIMIT: rate(60),
   ACCESS_TOKEN_TTL_SECONDS: seconds(3600),
   REFRESH_TOKEN_TTL_SECONDS: seconds(30 * DAY),
   REFRESH_GRACE_SECONDS: seconds(60),
@@ -372,6 +391,10 @@ const EnvSchema = z.object({
     }
   }),
   TRUST_PROXY: bool(false),
+  REQUEST_TIMEOUT_MS: wholeNumber('must be a whole number of milliseconds')
+    .positive('must be positive')
+    .default(30_000),
+  MAX_CONNECTIONS: rate(10_000),
   AUDIT_LOG: nonEmpty.optional(),
   METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -437,6 +460,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     signingKey: vars.SIGNING_KEY,
     signingKeyPrevious: vars.SIGNING_KEY_PREVIOUS,
     encryptionKey: vars.ENCRYPTION_KEY,
+    keysSecret: vars.KEYS_SECRET,
     scopes: Object.freeze(vars.SCOPES.filter((scope) => scope !== 'offline_access')),
     openScopes: Object.freeze(vars.OPEN_SCOPES),
     scopePermissions,
@@ -449,6 +473,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     clientIdMetadataDocuments: vars.CLIENT_ID_METADATA_DOCUMENTS,
     registerRateLimit: vars.REGISTER_RATE_LIMIT,
     tokenRateLimit: vars.TOKEN_RATE_LIMIT,
+    authorizeRateLimit: vars.AUTHORIZE_RATE_LIMIT,
     accessTokenTtlSeconds: vars.ACCESS_TOKEN_TTL_SECONDS,
     refreshTokenTtlSeconds: vars.REFRESH_TOKEN_TTL_SECONDS,
     refreshGraceSeconds: vars.REFRESH_GRACE_SECONDS,
@@ -464,6 +489,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     mcpSessions: vars.MCP_SESSIONS,
     mcpAllowedOrigins: Object.freeze(vars.MCP_ALLOWED_ORIGINS),
     trustProxy: vars.TRUST_PROXY,
+    requestTimeoutMs: vars.REQUEST_TIMEOUT_MS,
+    maxConnections: vars.MAX_CONNECTIONS,
     logLevel: vars.LOG_LEVEL,
     auditLog: vars.AUDIT_LOG,
     metricsToken: vars.METRICS_TOKEN,

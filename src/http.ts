@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Context, MiddlewareHandler } from 'hono'
 import { cors } from 'hono/cors'
 import { OAuthError } from './errors.js'
@@ -16,6 +16,16 @@ export function clientIp(c: Context, trustProxy: boolean): string {
   const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)
     ?.incoming
   return incoming?.socket?.remoteAddress ?? 'unknown'
+}
+
+/**
+ * Whether the client went away before its request was received whole: it disconnected
+ * mid-body, or Node cut a body that stopped arriving (`REQUEST_TIMEOUT_MS`). Reading the body
+ * then fails, which is the client's doing and not a server error.
+ */
+export function requestAbandoned(c: Context): boolean {
+  const incoming = (c.env as { incoming?: Partial<IncomingMessage> } | undefined)?.incoming
+  return Boolean(incoming?.destroyed && incoming.complete === false)
 }
 
 /**

@@ -123,6 +123,7 @@ export function createMetrics(): Metrics {
         }
       }
       return {
+        ...(store.local ? { local: true } : {}),
         get: <T>(key: string) => counted('get', () => store.get<T>(key)),
         put: (key, value, ttl) => counted('put', () => store.put(key, value, ttl)),
         add: (key, value, ttl) => counted('add', () => store.add(key, value, ttl)),

@@ -1,4 +1,4 @@
-import type { Server } from 'node:http'
+import type { Server, ServerOptions } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import { serve } from '@hono/node-server'
@@ -19,6 +19,24 @@ export interface RunningServer {
 }
 
 const SHUTDOWN_GRACE_MS = 10_000
+const HEADERS_TIMEOUT_MS = 10_000
+
+/**
+ * Node's own limits on receiving a request: a body that stops arriving is cut after
+ * `REQUEST_TIMEOUT_MS` (Node's default is five minutes), headers after 10 s. Node enforces both
+ * only when it sweeps its connections, every `connectionsCheckingInterval` (30 s by default),
+ * so the sweep runs often enough for the timeout to mean what it says.
+ */
+function requestLimits(
+  config: Pick<Config, 'requestTimeoutMs'>,
+): Pick<ServerOptions, 'requestTimeout' | 'headersTimeout' | 'connectionsCheckingInterval'> {
+  const requestTimeout = config.requestTimeoutMs
+  return {
+    requestTimeout,
+    headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeout),
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4))),
+  }
+}
 
 /**
  * Builds the services from `config` (`createServices`) and serves the app on a node HTTP
@@ -36,12 +54,23 @@ export async function startServer(
     const app = createApp(deps, { mcp: { signal: shutdown.signal } })
     // A port already in use must fail start-up, not leave it waiting for a listen that never comes.
     const server = await new Promise<Server>((resolve, reject) => {
-      const started = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => {
-        started.off('error', reject)
-        resolve(started as Server)
-      }) as Server
+      const started = serve(
+        {
+          fetch: app.fetch,
+          port: config.port,
+          hostname: config.host,
+          serverOptions: requestLimits(config),
+        },
+        () => {
+          started.off('error', reject)
+          resolve(started as Server)
+        },
+      ) as Server
       started.once('error', reject)
     })
+    // Past the cap Node closes new connections at once: an instance degrades, never exhausts
+    // its file descriptors or memory.
+    if (config.maxConnections > 0) server.maxConnections = config.maxConnections
     const { port } = server.address() as AddressInfo
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`
     logger.info(

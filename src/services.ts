@@ -73,6 +73,8 @@ export async function createServices(
       signingKeyPrevious: config.signingKeyPrevious,
       encryptionKey: config.encryptionKey,
       rotationSeconds: config.keyRotationSeconds,
+      keysSecret: config.keysSecret,
+      upstreamClientSecret: config.upstream.clientSecret,
     })
     const outbound = overrides.fetch ?? fetch
     const oidc = createOidcUpstream({

@@ -85,7 +85,8 @@ describe('GET /authorize', () => {
     })
 
   beforeAll(async () => {
-    proxy = await startProxy({ flavor: 'kinde' })
+    // Every case of this file signs in from 127.0.0.1: far more than a person's minute.
+    proxy = await startProxy({ flavor: 'kinde', env: { AUTHORIZE_RATE_LIMIT: '0' } })
     const register = async (name: string, redirectUris: string[]) =>
       (
         await registerClient(proxy.url, {
@@ -336,6 +337,28 @@ describe('GET /authorize', () => {
         description: 'state is too long',
       })
       expect(location(res).searchParams.has('state')).toBe(false)
+    })
+
+    it('answers a consent form once, and keeps nothing in the store until it is answered', async () => {
+      const agent = new UserAgent()
+      const page = await agent.fetch(valid())
+      const { requestId, csrfToken } = consentFields(await page.text())
+      // The pending request rides sealed in the form: opaque, and not a key of the store.
+      expect(requestId).toMatch(/^[\w-]+\.\.[\w-]+\.[\w-]+\.[\w-]+$/)
+      const answer = () =>
+        agent.fetch(`${proxy.url}/authorize/consent`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', origin: proxy.url },
+          body: new URLSearchParams({
+            request_id: requestId,
+            csrf_token: csrfToken,
+            decision: 'allow',
+          }),
+        })
+      expect(location(await answer()).origin).toBe(proxy.upstream.url)
+      const again = await answer()
+      expect(again.status).toBe(400)
+      expect(await again.text()).toContain('this consent request expired or was already answered')
     })
 
     it('sends the user back with access_denied when they deny consent', async () => {

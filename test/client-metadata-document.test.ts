@@ -5,10 +5,11 @@ import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { Clock } from '../src/clock.js'
 import { OAuthError } from '../src/errors.js'
 import {
+  createMetadataDocumentFetches,
   isMetadataDocumentUrl,
   isPublicAddress,
   type MetadataDocumentOptions,
@@ -16,6 +17,7 @@ import {
 } from '../src/oauth/client-metadata-document.js'
 import { createMemoryStore } from '../src/store/memory.js'
 import type { Store } from '../src/store/store.js'
+import { freePort } from './support/net.js'
 
 const START = 1_700_000_000
 const CALLBACK = 'http://127.0.0.1:3000/callback'
@@ -96,6 +98,15 @@ const routes: Record<string, Handler> = {
   },
 }
 
+/** Documents under /slow/ are answered only when the test releases them. */
+const held: (() => void)[] = []
+const slow: Handler = (req, res, clientId) => {
+  held.push(() => document()(req, res, clientId))
+}
+function releaseSlow() {
+  for (const answer of held.splice(0)) answer()
+}
+
 let dir: string
 let certPem: string
 let server: Server
@@ -134,7 +145,7 @@ beforeAll(async () => {
   server = createServer({ key: readFileSync(join(dir, 'k.pem')), cert: certPem }, (req, res) => {
     const path = new URL(req.url ?? '/', 'https://x').pathname
     hits.set(path, (hits.get(path) ?? 0) + 1)
-    const handler = routes[path]
+    const handler = routes[path] ?? (path.startsWith('/slow/') ? slow : undefined)
     if (!handler) {
       res.writeHead(404)
       res.end()
@@ -271,11 +282,72 @@ describe('resolveMetadataDocumentClient', () => {
     expect(hits.get('/max-age-huge')).toBe(2)
   })
 
-  it('never caches a rejected document', async () => {
+  it('caches a refusal for a minute, so a failing document is fetched once', async () => {
     const description = 'client_id: must equal the URL the document was fetched from'
     await expectInvalidClient(resolve(`${base}/mismatch`), description)
     await expectInvalidClient(resolve(`${base}/mismatch`), description)
+    await expectInvalidClient(resolve(`${base}/status-404`), expect.any(String) as never)
+    await expectInvalidClient(resolve(`${base}/status-404`), expect.any(String) as never)
+    expect([hits.get('/mismatch'), hits.get('/status-404')]).toEqual([1, 1])
+    clock.t += 61
+    await expectInvalidClient(resolve(`${base}/mismatch`), description)
     expect(hits.get('/mismatch')).toBe(2)
+  })
+
+  it('refuses a client_id URL with a query before fetching, so no variant bypasses the cache', async () => {
+    await resolve(`${base}/valid`)
+    for (const variant of [`${base}/valid?v=1`, `${base}/valid?`, `${base}/valid?v=2&x=y`]) {
+      await expectInvalidClient(resolve(variant), 'client_id: must not contain a query')
+    }
+    expect(hits.get('/valid')).toBe(1)
+    expect(connections).toBe(1)
+  })
+
+  it('bounds the fetches running at once', async () => {
+    const fetches = createMetadataDocumentFetches({
+      maxConcurrentFetches: 2,
+      perHostPerMinute: 100,
+    })
+    const bounded = (path: string) =>
+      resolveMetadataDocumentClient(`${base}${path}`, { store, clock, fetches }, testOptions)
+    const first = bounded('/slow/1')
+    const second = bounded('/slow/2')
+    await vi.waitFor(() => expect(held).toHaveLength(2))
+    await expectInvalidClient(
+      bounded('/slow/3'),
+      'the client metadata document cannot be fetched right now; try again shortly',
+    )
+    releaseSlow()
+    await expect(Promise.all([first, second])).resolves.toHaveLength(2)
+    // A slot is free again; the refusal was not cached.
+    const third = bounded('/slow/3')
+    await vi.waitFor(() => expect(held).toHaveLength(1))
+    releaseSlow()
+    await expect(third).resolves.toMatchObject({ clientName: 'Test Client' })
+    expect(hits.get('/slow/3')).toBe(1)
+  })
+
+  it('bounds the fetches a minute to one host', async () => {
+    const fetches = createMetadataDocumentFetches({ maxConcurrentFetches: 8, perHostPerMinute: 3 })
+    const bounded = (path: string) =>
+      resolveMetadataDocumentClient(`${base}${path}`, { store, clock, fetches }, testOptions)
+    for (let i = 0; i < 3; i++) await bounded('/no-store')
+    await expectInvalidClient(
+      bounded('/no-store'),
+      'the client metadata document cannot be fetched right now; try again shortly',
+    )
+    expect(hits.get('/no-store')).toBe(3)
+    clock.t += 60
+    await bounded('/no-store')
+    expect(hits.get('/no-store')).toBe(4)
+  })
+
+  it('answers every network failure with one generic description (no port-scan oracle)', async () => {
+    const closed = await freePort()
+    await expectInvalidClient(
+      resolve(`https://127.0.0.1:${closed}/client.json`),
+      'the client metadata document could not be fetched',
+    )
   })
 
   it('logs a rejection with its reason', async () => {
@@ -360,7 +432,7 @@ describe('resolveMetadataDocumentClient fetch guards', () => {
   it('aborts when the server does not answer within timeoutMs', async () => {
     await expectInvalidClient(
       resolve(`${base}/hang`, { ...testOptions, timeoutMs: 300 }),
-      'the client metadata document was not received within 300 ms',
+      'the client metadata document could not be fetched',
     )
     // The abort closes the connection rather than leaving it to the server's timeout.
     expect(hungSocketClosed).toBeDefined()
@@ -370,7 +442,7 @@ describe('resolveMetadataDocumentClient fetch guards', () => {
   it('keeps TLS certificate verification on', async () => {
     await expectInvalidClient(
       resolve(`${base}/valid`, { allowPrivateAddresses: true }),
-      'the client metadata document could not be fetched (DEPTH_ZERO_SELF_SIGNED_CERT)',
+      'the client metadata document could not be fetched',
     )
   })
 
@@ -420,7 +492,7 @@ describe('isMetadataDocumentUrl', () => {
     ['https://app.example/client.json', true],
     ['https://app.example/oauth/client-metadata', true],
     ['https://app.example:8443/client.json', true],
-    ['https://app.example/client.json?v=1', true],
+    ['https://app.example/client.json?v=1', false],
     ['http://app.example/client.json', false],
     ['https://app.example', false],
     ['https://app.example/', false],

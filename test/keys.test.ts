@@ -11,6 +11,7 @@ import { createTestClock } from './support/clock.js'
 import { createTestRedisStore } from './support/redis.js'
 
 const ROTATION = 30 * 86_400
+const KEYS_SECRET = 'keys-test-secret-0123456789abcdef'
 
 async function configError(promise: Promise<unknown>): Promise<readonly string[]> {
   const error = await promise.then(
@@ -31,7 +32,9 @@ describe('generated keys shared through Redis', () => {
   it('ends a race of instances starting together with one signing key', async () => {
     const clock = createTestClock()
     const instances = await Promise.all(
-      Array.from({ length: 8 }, () => createKeys({ store, clock, rotationSeconds: ROTATION })),
+      Array.from({ length: 8 }, () =>
+        createKeys({ store, clock, rotationSeconds: ROTATION, keysSecret: KEYS_SECRET }),
+      ),
     )
     const kids = await Promise.all(
       instances.map(async (keys) => (await keys.current()).signing.kid),
@@ -44,8 +47,8 @@ describe('generated keys shared through Redis', () => {
   })
 
   it('lets two app instances on one Redis publish the same JWKS and verify each other’s tokens', async () => {
-    const a = await createTestApp({ store })
-    const b = await createTestApp({ store })
+    const a = await createTestApp({ store, env: { KEYS_SECRET } })
+    const b = await createTestApp({ store, env: { KEYS_SECRET } })
     const jwksA = await (await a.app.request('/.well-known/jwks.json')).json()
     const jwksB = await (await b.app.request('/.well-known/jwks.json')).json()
     expect(jwksA).toEqual(jwksB)

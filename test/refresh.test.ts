@@ -156,6 +156,64 @@ describe.each(['memory', 'redis'] as const)('refresh token rotation (%s store)',
   })
 })
 
+describe.each(['memory', 'redis'] as const)('the refresh grace (%s store)', (store) => {
+  let proxy: ProxyUnderTest
+  beforeAll(async () => {
+    // A grace far longer than the test: every verdict below is the successor's use, not time.
+    proxy = await startProxy({ flavor: 'kinde', store, env: { REFRESH_GRACE_SECONDS: '600' } })
+  })
+  afterAll(() => proxy.close())
+
+  const json = async (res: Response) => (await res.json()) as Tokens
+
+  it('answers the previous token with the same successor while that successor is unused (a lost response)', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    const first = await json(await refresh(proxy.url, clientId, tokens.refresh_token))
+    const retry = await refresh(proxy.url, clientId, tokens.refresh_token)
+    expect(retry.status).toBe(200)
+    expect((await json(retry)).refresh_token).toBe(first.refresh_token)
+    // The client that lost the response carries on with the successor.
+    expect((await refresh(proxy.url, clientId, first.refresh_token)).status).toBe(200)
+  })
+
+  it('treats the previous token as reuse once its successor was used, and ends the family', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    const first = await json(await refresh(proxy.url, clientId, tokens.refresh_token))
+    const second = await json(await refresh(proxy.url, clientId, first.refresh_token))
+    // A stolen old token may not walk the chain to the family's newest token.
+    const walk = await refresh(proxy.url, clientId, tokens.refresh_token)
+    expect(walk.status).toBe(400)
+    expect(await walk.json()).toEqual({
+      error: 'invalid_grant',
+      error_description: 'the refresh token was already used; the session is revoked',
+    })
+    for (const token of [second.refresh_token, first.refresh_token]) {
+      const res = await refresh(proxy.url, clientId, token)
+      expect(res.status).toBe(400)
+      expect(await res.json()).toMatchObject({ error: 'invalid_grant' })
+    }
+    const gate = await fetch(`${proxy.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${second.access_token}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+      },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+    })
+    expect(gate.status).toBe(401)
+  })
+
+  it('treats the previous token as reuse once its successor rotated further', async () => {
+    const { clientId, tokens } = await signedIn(proxy)
+    const first = await json(await refresh(proxy.url, clientId, tokens.refresh_token))
+    const second = await json(await refresh(proxy.url, clientId, first.refresh_token))
+    await json(await refresh(proxy.url, clientId, second.refresh_token))
+    // `first` was rotated within the grace, but its successor was used since.
+    expect((await refresh(proxy.url, clientId, first.refresh_token)).status).toBe(400)
+  })
+})
+
 describe('an upstream that ends the session', () => {
   let proxy: ProxyUnderTest
   beforeAll(async () => {

@@ -1,12 +1,14 @@
-import { type Context, Hono } from 'hono'
+import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { type AuditEventName, type AuditFields, requestIdOf } from '../audit.js'
 import { randomToken, safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
 import { OAuthError } from '../errors.js'
-import { hasMediaType, methodNotAllowed, readBody } from '../http.js'
+import { clientIp, hasMediaType, methodNotAllowed, readBody } from '../http.js'
+import { consumeRate } from '../rate-limit.js'
 import { storeKey } from '../store/keys.js'
 import { createGrant, issueCode } from '../tokens/grants.js'
 import { type Admission, admitUser } from '../tokens/policy.js'
+import { seal, unseal } from '../tokens/seal.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { checkAuthorizationRequest, requestedClientId } from './authorization-request.js'
 import type { Client } from './client.js'
@@ -18,7 +20,12 @@ import {
   rememberConsent,
   rememberedConsents,
 } from './cookies.js'
-import { pageHeaders, renderConsentPage, renderErrorPage } from './pages.js'
+import {
+  pageHeaders,
+  renderConsentPage,
+  renderErrorPage,
+  renderTooManyRequestsPage,
+} from './pages.js'
 import { isLoopbackRedirect, isPrivateUseScheme } from './redirect-uri.js'
 
 /** A validated authorization request (after both phases), waiting for consent or the upstream. */
@@ -36,8 +43,17 @@ interface AuthorizationRequest {
   readonly browser: string
 }
 
+/**
+ * An authorization request on the consent page. It travels sealed (JWE, the encryption key) in
+ * the form itself rather than in the store: a `GET /authorize` that is never answered leaves
+ * nothing behind, however many are sent.
+ */
 interface PendingConsent extends AuthorizationRequest {
+  /** Tells a sealed consent from every other value sealed under the same key. */
+  readonly kind: 'consent'
   readonly csrfToken: string
+  /** Unix seconds after which the form is refused (`TRANSACTION_TTL_SECONDS`). */
+  readonly exp: number
 }
 
 interface UpstreamTransaction extends AuthorizationRequest {
@@ -45,9 +61,10 @@ interface UpstreamTransaction extends AuthorizationRequest {
   readonly codeVerifier: string
 }
 
-const consentKey = storeKey.consent
+const answeredKey = (csrfToken: string) => storeKey.consentAnswered(sha256(csrfToken))
 const transactionKey = (state: string) => storeKey.transaction(sha256(state))
-const MAX_CONSENT_BYTES = 4096
+// The sealed request (with a state of up to 2 KiB) rides in the form.
+const MAX_CONSENT_BYTES = 16 * 1024
 
 type RouteDeps = Deps
 
@@ -60,6 +77,30 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
   const audit = (c: Context, event: AuditEventName, fields: AuditFields) =>
     deps.audit(event, fields, requestIdOf(c))
   const app = new Hono()
+
+  /**
+   * Per client IP, before anything else: each `/authorize` may fetch a client metadata document
+   * and sets up a sign-in. Over the limit a person gets a page saying when to come back.
+   */
+  const limitPerAddress: MiddlewareHandler = async function authorizeRateLimit(c, next) {
+    try {
+      await consumeRate(
+        deps,
+        'authorize',
+        sha256(clientIp(c, config.trustProxy)),
+        config.authorizeRateLimit,
+      )
+    } catch (error) {
+      if (!(error instanceof OAuthError) || error.status !== 429) throw error
+      const retryAfter = error.headers['retry-after'] ?? '60'
+      audit(c, 'authorization.refused', { error: error.code, reason: 'AUTHORIZE_RATE_LIMIT' })
+      return c.html(renderTooManyRequestsPage(Number(retryAfter)), 429, {
+        ...pageHeaders(),
+        'retry-after': retryAfter,
+      })
+    }
+    return next()
+  }
 
   /** A page, not a redirect: used until the client and redirect URI are trusted. */
   const errorPage = (c: Context, error: string, description: string, status: 400 | 403 = 400) => {
@@ -125,7 +166,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     }
   }
 
-  app.get('/authorize', async (c) => {
+  app.get('/authorize', limitPerAddress, async (c) => {
     const query = new URL(c.req.url).searchParams
 
     // Phase one: nothing may redirect until client_id and redirect_uri are trusted.
@@ -168,7 +209,8 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       browser: sha256(ensureBrowserId(c, config)),
       flowId: randomToken(12),
     }
-    await clients.touch(client)
+    // No clients.touch here: only a completed sign-in or a token request is use of a client, or
+    // anyone could keep an abandoned registration alive with links nobody follows.
 
     const skip =
       (config.consent === 'skip' && client.source === 'static') ||
@@ -181,9 +223,13 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
         ))
     if (skip) return toUpstream(c, request, 302)
 
-    const requestId = randomToken()
-    const pending: PendingConsent = { ...request, csrfToken: randomToken() }
-    await store.put(consentKey(requestId), pending, config.transactionTtlSeconds)
+    const pending: PendingConsent = {
+      ...request,
+      kind: 'consent',
+      csrfToken: randomToken(),
+      exp: Math.floor(clock.now()) + config.transactionTtlSeconds,
+    }
+    const requestId = await seal(deps.keys, pending)
     const html = renderConsentPage({
       clientName: client.clientName ?? client.clientId,
       verifiedDomain:
@@ -199,7 +245,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
   })
   app.all('/authorize', methodNotAllowed(['GET']))
 
-  app.post('/authorize/consent', async (c) => {
+  app.post('/authorize/consent', limitPerAddress, async (c) => {
     if (!hasMediaType(c, 'application/x-www-form-urlencoded')) {
       return errorPage(c, 'invalid_request', 'the consent form was not submitted as a form')
     }
@@ -211,9 +257,15 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     if ((site && site !== 'same-origin') || (origin && origin !== config.publicUrl.origin)) {
       return errorPage(c, 'access_denied', 'the consent form was submitted from another site', 403)
     }
-    const pending = requestId && (await store.take<PendingConsent>(consentKey(requestId)))
-    if (!pending)
-      return errorPage(c, 'invalid_request', 'this consent request expired or was already answered')
+    const pending = await openConsent(requestId)
+    const expired = () =>
+      errorPage(c, 'invalid_request', 'this consent request expired or was already answered')
+    if (!pending) return expired()
+    // Spent by the first answer that carries it, whichever instance sees it, before the forgery
+    // checks: a forged attempt burns the request, so the real form cannot be replayed after it.
+    // Remembered only while the request could still be used.
+    const ttl = Math.max(1, pending.exp - Math.floor(clock.now()))
+    if (!(await store.add(answeredKey(pending.csrfToken), true, ttl))) return expired()
     const browser = browserId(c, config)
     const csrf = form.get('csrf_token') ?? ''
     if (!browser || sha256(browser) !== pending.browser || !safeEqual(csrf, pending.csrfToken)) {
@@ -224,7 +276,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
         403,
       )
     }
-    const { csrfToken: _csrf, ...request } = pending
+    const { csrfToken: _csrf, kind: _kind, exp: _exp, ...request } = pending
     if (form.get('decision') !== 'allow') {
       audit(c, 'consent.denied', { client_id: request.clientId, flow_id: request.flowId })
       return errorToClient(
@@ -247,6 +299,19 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     return toUpstream(c, request, 303)
   })
   app.all('/authorize/consent', methodNotAllowed(['POST']))
+
+  /** The pending consent a form carries, when it is ours, intact and not expired. */
+  const openConsent = async (requestId: string): Promise<PendingConsent | undefined> => {
+    if (!requestId) return undefined
+    let pending: PendingConsent
+    try {
+      pending = await unseal<PendingConsent>(deps.keys, requestId)
+    } catch {
+      return undefined
+    }
+    if (pending?.kind !== 'consent' || !(pending.exp > clock.now())) return undefined
+    return pending
+  }
 
   app.get('/callback', async (c) => {
     const query = new URL(c.req.url).searchParams
@@ -329,6 +394,9 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       upstream: result.tokens,
       flowId: transaction.flowId,
     })
+    // A completed sign-in is use: an unused registration now lives its full idle TTL.
+    const client = await clients.find(transaction.clientId).catch(() => undefined)
+    if (client) await clients.touch(client)
     const code = await issueCode(deps, {
       grantId: grant.id,
       clientId: transaction.clientId,

@@ -6,7 +6,7 @@ import { rootCertificates } from 'node:tls'
 import type { Clock } from '../clock.js'
 import { sha256 } from '../crypto.js'
 import { OAuthError } from '../errors.js'
-import { storeKey } from '../store/keys.js'
+import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
 import type { Client } from './client.js'
 import { type ValidatedClientMetadata, validateClientMetadata } from './client-metadata.js'
@@ -25,6 +25,10 @@ export interface MetadataDocumentOptions {
   allowPrivateAddresses: boolean
   /** Tests only: extra trusted CA certificates (PEM) for the TLS connection. */
   ca?: string | undefined
+  /** Fetches one instance runs at once (default 8); past it a client_id is refused for now. */
+  maxConcurrentFetches: number
+  /** Fetches a minute from one host, per instance (default 30). */
+  perHostPerMinute: number
 }
 
 /** The defaults: 5 KiB, 5 s, cache 5 min unless told otherwise and never beyond a day. */
@@ -35,15 +39,63 @@ export const DEFAULT_METADATA_DOCUMENT_OPTIONS: MetadataDocumentOptions = Object
   defaultCacheSeconds: 300,
   allowPrivateAddresses: false,
   ca: undefined,
+  maxConcurrentFetches: 8,
+  perHostPerMinute: 30,
 })
+
+/** What the cache holds for a client_id URL: the client, or why its document was refused. */
+type Cached = Client | { readonly failure: string }
+
+/**
+ * This instance's bounds on outbound metadata document fetches: how many run at once, and how
+ * many a minute go to one host. Lives as long as the app (one per `createClients`).
+ */
+export interface MetadataDocumentFetches {
+  /** Takes a fetch slot for `host`, or throws `invalid_client` when none is free. */
+  acquire(host: string, now: number): () => void
+}
+
+/** Bounds for `resolveMetadataDocumentClient`'s fetches (see `MetadataDocumentFetches`). */
+export function createMetadataDocumentFetches(
+  options: Pick<MetadataDocumentOptions, 'maxConcurrentFetches' | 'perHostPerMinute'>,
+): MetadataDocumentFetches {
+  let running = 0
+  const perHost = new Map<string, { window: number; count: number }>()
+  const busy = () =>
+    new OAuthError(
+      'invalid_client',
+      'the client metadata document cannot be fetched right now; try again shortly',
+    )
+  return {
+    acquire(host, now) {
+      const window = Math.floor(now / 60)
+      if (running >= options.maxConcurrentFetches) throw busy()
+      const seen = perHost.get(host)
+      const count = seen?.window === window ? seen.count : 0
+      if (count >= options.perHostPerMinute) throw busy()
+      if (perHost.size >= 10_000) {
+        for (const [key, entry] of perHost) if (entry.window !== window) perHost.delete(key)
+      }
+      perHost.set(host, { window, count: count + 1 })
+      running++
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        running--
+      }
+    },
+  }
+}
 
 const MAX_URL_LENGTH = 2048
 
 /**
  * What is wrong with `clientId` as a Client ID Metadata Document URL, or undefined when it is
  * one (draft-ietf-oauth-client-id-metadata-document §3): https, a path other than `/`, no `.`
- * or `..` segments, no fragment, no username or password. A query is allowed (only SHOULD NOT)
- * and so is any port.
+ * or `..` segments, no fragment, no username or password, and no query: the draft says client
+ * identifier URLs SHOULD NOT have one, and accepting it would make every query variant another
+ * client, fetched and cached apart. Any port is allowed.
  */
 export function checkMetadataDocumentUrl(clientId: string): string | undefined {
   if (clientId.length > MAX_URL_LENGTH) return 'is too long'
@@ -64,7 +116,19 @@ export function checkMetadataDocumentUrl(clientId: string): string | undefined {
   const segments = rawPath.split('/').map((s) => s.toLowerCase().replaceAll('%2e', '.'))
   if (segments.some((s) => s === '.' || s === '..')) return 'must not contain . or .. path segments'
   if (url.pathname === '/') return 'must contain a path component'
+  if (clientId.includes('?')) return 'must not contain a query'
   return undefined
+}
+
+/**
+ * Whether a `client_id` names a metadata document but breaks a rule that only metadata
+ * document URLs have (a query), so it is refused as one instead of looked up as a registration.
+ */
+export function isRefusedMetadataDocumentUrl(clientId: string): boolean {
+  return (
+    /^https:\/\//i.test(clientId) &&
+    checkMetadataDocumentUrl(clientId) === 'must not contain a query'
+  )
 }
 
 function hasControlCharacters(value: string): boolean {
@@ -89,13 +153,20 @@ export function isMetadataDocumentUrl(clientId: string): boolean {
  * §6.5: public addresses only, checked on the addresses actually connected to; no redirects;
  * §6.6 size cap; one overall timeout) and validating it (§4.1: `client_id` equal to the URL, no
  * shared-secret authentication; we also require `client_name` and `redirect_uris`). Valid
- * documents are cached per Cache-Control within bounds (§4.4); failures never are. Every failure
- * is `invalid_client` with a description for the client's developer; the store's own failures
- * propagate as they are, since they are not the client's fault.
+ * documents are cached per Cache-Control within bounds (§4.4), refusals for a minute. Fetches
+ * are bounded by `fetches` (at once, and per host a minute). Every failure is `invalid_client`
+ * with a description for the client's developer — network failures without their cause, which
+ * would tell a prober what answers where; the store's own failures propagate as they are,
+ * since they are not the client's fault.
  */
 export async function resolveMetadataDocumentClient(
   clientId: string,
-  deps: { store: Store; clock: Clock; logger?: { warn(obj: object, msg: string): void } },
+  deps: {
+    store: Store
+    clock: Clock
+    logger?: { warn(obj: object, msg: string): void }
+    fetches?: MetadataDocumentFetches
+  },
   options?: Partial<MetadataDocumentOptions>,
 ): Promise<Client> {
   const opts: MetadataDocumentOptions = { ...DEFAULT_METADATA_DOCUMENT_OPTIONS, ...options }
@@ -103,19 +174,33 @@ export async function resolveMetadataDocumentClient(
   if (problem)
     throw rejected(deps, clientId, new OAuthError('invalid_client', `client_id: ${problem}`))
   const key = storeKey.metadataDocument(sha256(clientId))
-  const cached = await deps.store.get<Client>(key)
+  const cached = await deps.store.get<Cached>(key)
+  if (cached && 'failure' in cached) throw new OAuthError('invalid_client', cached.failure)
   if (cached) return cached
 
+  const url = new URL(clientId)
+  const fetches = deps.fetches ?? createMetadataDocumentFetches(opts)
+  const release = fetches.acquire(url.host.toLowerCase(), deps.clock.now())
   const fetchedAt = deps.clock.now()
   let fetched: { client: Client; cacheSeconds: number }
   try {
-    const response = await fetchDocument(new URL(clientId), opts)
+    const response = await fetchDocument(url, opts)
     fetched = {
       client: toClient(clientId, parseJson(response.body), fetchedAt),
       cacheSeconds: cacheSeconds(response.cacheControl, opts),
     }
   } catch (error) {
-    throw rejected(deps, clientId, error)
+    const rejection = rejected(deps, clientId, error)
+    // Not fetched again for a minute: retrying on every request would let anyone make this
+    // server hammer (or probe) a host at the rate of their own requests.
+    await deps.store.put<Cached>(
+      key,
+      { failure: rejection.description ?? 'the client metadata document was refused' },
+      KEY_TTL_SECONDS.metadataDocumentRefusal,
+    )
+    throw rejection
+  } finally {
+    release()
   }
   if (fetched.cacheSeconds > 0) await deps.store.put(key, fetched.client, fetched.cacheSeconds)
   return fetched.client
@@ -133,7 +218,13 @@ function rejected(
           internal: error,
         })
   deps.logger?.warn(
-    { clientId, reason: rejection.description, cause: errorCode(rejection.internal) },
+    {
+      clientId,
+      reason: rejection.description,
+      cause:
+        errorCode(rejection.internal) ??
+        (rejection.internal instanceof Error ? rejection.internal.message : undefined),
+    },
     'client metadata document rejected',
   )
   return rejection
@@ -245,14 +336,9 @@ export function fetchDocument(
       rejectUnauthorized: true,
       ...(opts.ca ? { ca: [...rootCertificates, opts.ca] } : {}),
     })
+    // As generic as a refused connection: telling a timeout from a refusal maps ports.
     const timer = setTimeout(
-      () =>
-        fail(
-          new OAuthError(
-            'invalid_client',
-            `the client metadata document was not received within ${opts.timeoutMs} ms`,
-          ),
-        ),
+      () => fail(networkError(new Error(`no answer within ${opts.timeoutMs} ms`))),
       opts.timeoutMs,
     )
     function fail(error: OAuthError) {
@@ -350,13 +436,11 @@ function guardedLookup(host: string, allowPrivateAddresses: boolean): LookupFunc
   }
 }
 
+/** One description for every network failure; the cause is logged, never shown. */
 function networkError(error: unknown): OAuthError {
-  const code = errorCode(error)
-  return new OAuthError(
-    'invalid_client',
-    `the client metadata document could not be fetched${code ? ` (${code})` : ''}`,
-    { internal: error },
-  )
+  return new OAuthError('invalid_client', 'the client metadata document could not be fetched', {
+    internal: error,
+  })
 }
 
 function errorCode(error: unknown): string | undefined {

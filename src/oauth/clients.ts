@@ -3,7 +3,13 @@ import type { Deps } from '../deps.js'
 import { storeKey } from '../store/keys.js'
 import type { Client } from './client.js'
 import type { ValidatedClientMetadata } from './client-metadata.js'
-import { isMetadataDocumentUrl, resolveMetadataDocumentClient } from './client-metadata-document.js'
+import {
+  createMetadataDocumentFetches,
+  DEFAULT_METADATA_DOCUMENT_OPTIONS,
+  isMetadataDocumentUrl,
+  isRefusedMetadataDocumentUrl,
+  resolveMetadataDocumentClient,
+} from './client-metadata-document.js'
 import { type AssertionVerifier, createAssertionVerifier } from './private-key-jwt.js'
 
 /** Finds and registers clients, whichever way they were registered. */
@@ -16,7 +22,11 @@ export interface Clients {
   find(clientId: string): Promise<Client | undefined>
   /** Stores a new registration; the secret, for confidential clients, is returned only here. */
   register(metadata: ValidatedClientMetadata): Promise<{ client: Client; clientSecret?: string }>
-  /** Marks a dynamic client as in use, extending its life to the full idle TTL. */
+  /**
+   * Marks a dynamic client as in use, extending its life to the full idle TTL; called for a
+   * completed sign-in and a successful token request, never for a mere `/authorize`. Costs no
+   * store round trip for a client `find` returned that was touched within the day.
+   */
   touch(client: Client): Promise<void>
   /** Checks a `private_key_jwt` assertion against the client's keys (RFC 7523 §3). */
   verifyAssertion: AssertionVerifier['verify']
@@ -44,6 +54,12 @@ export function createClients(
   deps: Pick<Deps, 'config' | 'store' | 'clock' | 'logger' | 'metadataDocuments'>,
 ): Clients {
   const { config, store, clock } = deps
+  const fetches = createMetadataDocumentFetches({
+    ...DEFAULT_METADATA_DOCUMENT_OPTIONS,
+    ...deps.metadataDocuments,
+  })
+  // When each client `find` returned was last touched, so `touch` need not read it again.
+  const touchedAtOf = new WeakMap<Client, number>()
   const idleTtl = config.clientIdleTtlSeconds
   const unusedTtl = Math.min(UNUSED_TTL_SECONDS, idleTtl)
   const statics = new Map(
@@ -77,12 +93,18 @@ export function createClients(
     async find(clientId) {
       const fixed = statics.get(clientId)
       if (fixed) return fixed
-      if (config.clientIdMetadataDocuments && isMetadataDocumentUrl(clientId)) {
-        return resolveMetadataDocumentClient(clientId, deps, deps.metadataDocuments)
+      if (
+        config.clientIdMetadataDocuments &&
+        (isMetadataDocumentUrl(clientId) || isRefusedMetadataDocumentUrl(clientId))
+      ) {
+        return resolveMetadataDocumentClient(clientId, { ...deps, fetches }, deps.metadataDocuments)
       }
       if (clientId.length > 200) return undefined
       const stored = await store.get<StoredClient>(clientKey(clientId))
-      return stored ? withoutBookkeeping(stored) : undefined
+      if (!stored) return undefined
+      const client = withoutBookkeeping(stored)
+      touchedAtOf.set(client, stored.touchedAt)
+      return client
     },
 
     async register(metadata) {
@@ -128,6 +150,8 @@ export function createClients(
 
     async touch(client) {
       if (client.source !== 'dynamic') return
+      const known = touchedAtOf.get(client)
+      if (known !== undefined && clock.now() - known < TOUCH_INTERVAL_SECONDS) return
       const stored = await store.get<StoredClient>(clientKey(client.clientId))
       if (!stored || clock.now() - stored.touchedAt < TOUCH_INTERVAL_SECONDS) return
       const touchedAt = Math.floor(clock.now())

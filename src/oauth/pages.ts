@@ -141,3 +141,16 @@ export function renderErrorPage(error: string, description: string): string {
 <p class="note">Error: <code id="error-code">${escapeHtml(error)}</code>. Return to the application and start again.</p>`,
   )
 }
+
+/**
+ * The page for a browser over `AUTHORIZE_RATE_LIMIT` (RFC 6585 §4: 429, sent with
+ * `Retry-After`): a person reads it, so it says when to try again.
+ */
+export function renderTooManyRequestsPage(retryAfterSeconds: number): string {
+  return layout(
+    'Too many requests',
+    `<h1>Too many sign-in attempts</h1>
+<p class="sub" id="error-description">This network sent more sign-in requests than this server accepts in a minute. Try again in ${retryAfterSeconds} seconds.</p>
+<p class="note">Error: <code id="error-code">temporarily_unavailable</code>.</p>`,
+  )
+}

@@ -3,9 +3,9 @@ import { Hono } from 'hono'
 import { forRequest } from '../audit.js'
 import { safeEqual, sha256 } from '../crypto.js'
 import type { Deps } from '../deps.js'
-import { NO_STORE, OAuthError, upstreamUnavailable } from '../errors.js'
-import { methodNotAllowed, publicCors } from '../http.js'
-import { consumeRate } from '../rate-limit.js'
+import { NO_STORE, OAuthError, StoreUnavailableError, upstreamUnavailable } from '../errors.js'
+import { clientIp, methodNotAllowed, publicCors } from '../http.js'
+import { consumeRate, createFailureLimit } from '../rate-limit.js'
 import type { StoreEntry } from '../store/store.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
 import { createDpopKeyCache, type DpopProof, dpopAtTokenEndpoint } from '../tokens/dpop.js'
@@ -51,38 +51,66 @@ const CODE_VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/
 export function tokenRoutes(deps: RouteDeps, clients: Clients) {
   const app = new Hono()
   const dpopKeys = createDpopKeyCache()
+  // A client_id is public (identical registrations share one, CIMD ids are URLs), so counting
+  // every request per client_id let anyone lock a client's users out. Failures are counted per
+  // address instead, and a client's own count moves only once the request proved itself.
+  const failures = createFailureLimit(deps, {
+    name: 'token-failed',
+    perMinute: deps.config.tokenRateLimit,
+  })
+  // Counted per client id, never per credential: a Basic header would put a secret in a key.
+  const countClient: CountClient = (clientId) =>
+    consumeRate(deps, 'token', sha256(clientId), deps.config.tokenRateLimit)
   app.use('/token', publicCors(['POST']))
   app.post('/token', async (c) => {
-    const form = await readForm(c)
-    const grantType = form.grant_type
-    if (!grantType) throw new OAuthError('invalid_request', 'grant_type is missing')
-    // Counted per client id, never per credential: a Basic header would put a secret in a key.
-    const clientId =
-      basicCredentials(c.req.header('authorization'))?.id ?? form.client_id ?? 'anonymous'
-    await consumeRate(deps, 'token', sha256(clientId), deps.config.tokenRateLimit)
-    // Own properties only: `grant_type=constructor` must not reach Object's prototype.
-    const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
-    if (!handler)
-      throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
-    const proof = await dpopAtTokenEndpoint({ ...deps, keyCache: dpopKeys }, c.req.header('dpop'))
-    const body = await handler(
-      forRequest(deps, c),
-      clients,
-      c.req.header('authorization'),
-      form,
-      proof,
-    )
-    return c.json(body, 200, NO_STORE)
+    // Hashed: with TRUST_PROXY the address is whatever the proxy in front passed on.
+    const address = sha256(clientIp(c, deps.config.trustProxy))
+    failures.check(address)
+    try {
+      const form = await readForm(c)
+      const grantType = form.grant_type
+      if (!grantType) throw new OAuthError('invalid_request', 'grant_type is missing')
+      // Own properties only: `grant_type=constructor` must not reach Object's prototype.
+      const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
+      if (!handler)
+        throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
+      const proof = await dpopAtTokenEndpoint({ ...deps, keyCache: dpopKeys }, c.req.header('dpop'))
+      const body = await handler(
+        forRequest(deps, c),
+        clients,
+        c.req.header('authorization'),
+        form,
+        countClient,
+        proof,
+      )
+      return c.json(body, 200, NO_STORE)
+    } catch (error) {
+      // The client's mistakes (4xx) count; our own limits and outages (429, 5xx) do not.
+      if (error instanceof OAuthError && error.status < 500 && error.status !== 429) {
+        await failures.count(address).catch((countError: unknown) => {
+          if (!(countError instanceof StoreUnavailableError)) throw countError
+        })
+      }
+      throw error
+    }
   })
   app.all('/token', methodNotAllowed(['POST']))
   return app
 }
+
+/**
+ * Counts one request against the client's own limit; called by a grant once the request has
+ * proved itself (a live code or refresh token, or credentials the upstream accepted), so that
+ * junk naming a client never counts against it.
+ */
+type CountClient = (clientId: string) => Promise<void>
 
 type GrantHandler = (
   deps: RouteDeps,
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
   proof: DpopProof | undefined,
 ) => Promise<TokenResponse>
 
@@ -123,6 +151,7 @@ async function exchangeCode(
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
   proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
@@ -132,6 +161,7 @@ async function exchangeCode(
   const grantId = await codeGrantId(deps, code)
   if (!grantId)
     throw new OAuthError('invalid_grant', 'the authorization code is invalid or has expired')
+  await countClient(client.clientId)
   // Redeemed under the grant's lock, like a replay's revocation: of concurrent redemptions the
   // first to hold the lock redeems and records its tokens on the grant, and every later one is
   // a replay that then revokes them. Redeeming outside the lock let a replay revoke the grant
@@ -165,8 +195,16 @@ async function exchangeCode(
     const refresh = client.grantTypes.includes('refresh_token')
       ? issueRefreshToken(deps, grant)
       : undefined
-    const issued = bindRefreshFamily(refresh?.grant ?? grant, client, Boolean(refresh), proof)
-    return issueTokens(deps, issued, 'authorization_code', refresh, undefined, proof)
+    const issued = await issueTokens(
+      deps,
+      bindRefreshFamily(refresh?.grant ?? grant, client, Boolean(refresh), proof),
+      'authorization_code',
+      refresh,
+      undefined,
+      proof,
+    )
+    await clients.touch(client)
+    return issued
   })
 }
 
@@ -219,14 +257,16 @@ async function issueTokens(
 
 /**
  * The refresh_token grant with rotation (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2): the current
- * token rotates, refreshing the upstream token under a lock shared through the store; a token
- * rotated within the grace period answers with its successor; any older one ends the family.
+ * token rotates, refreshing the upstream token under a lock shared through the store; the token
+ * rotated last answers with its successor within the grace period while that successor is
+ * unused (a lost response); any other reuse ends the family.
  */
 async function refreshTokens(
   deps: RouteDeps,
   clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
   proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
@@ -282,7 +322,14 @@ async function refreshTokens(
   // /revoke) and a rotation or grace answer never interleave and resurrect a family.
   const lookup = await lookupRefreshToken(deps, token, client.clientId)
   if (lookup.kind === 'unknown') return answer()
-  return withGrantLock(deps, lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id, answer)
+  await countClient(client.clientId)
+  const issued = await withGrantLock(
+    deps,
+    lookup.kind === 'reused' ? lookup.grantId : lookup.grant.id,
+    answer,
+  )
+  await clients.touch(client)
+  return issued
 }
 
 /** The scopes of a refreshed access token: narrowed on request (RFC 6749 §6), never widened. */
@@ -304,6 +351,7 @@ async function clientCredentials(
   _clients: Clients,
   authorization: string | undefined,
   form: Form,
+  countClient: CountClient,
   proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const credentials = m2mCredentials(authorization, form)
@@ -354,6 +402,8 @@ async function clientCredentials(
       'the identity provider refused the request',
     )
   }
+  // Only now is this the agent itself: the upstream accepted its credentials.
+  await countClient(credentials.clientId)
   const { identity, tokens } = result
   const refusal = await checkUserPolicy(
     {

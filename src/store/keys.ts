@@ -10,18 +10,26 @@
  * Every other key stands alone and spreads over the slots by its whole name.
  */
 export const storeKey = {
-  /** Signing keys (current, previous) and the encryption key, shared by the fleet. */
-  keySet: () => 'keys:v1',
+  /**
+   * Signing keys (current, previous) and the encryption key, shared by the fleet, sealed under
+   * the key-encryption key (`KEYS_SECRET` or the upstream client secret).
+   */
+  keySet: () => 'keys:v2',
+  /** Where versions before 2 kept the key set in clear; sealed into `keySet` and deleted. */
+  legacyKeySet: () => 'keys:v1',
   /** Held by the one instance that rotates the signing key. */
-  keyRotation: () => 'keys:v1:rotating',
+  keyRotation: () => 'keys:v2:rotating',
   /** A registered client (secret as SHA-256). */
   client: (clientId: string) => `client:${clientId}`,
   /** The public client id registered for identical metadata. */
   clientDedupe: (fingerprint: string) => `client-dedupe:${fingerprint}`,
-  /** A validated Client ID Metadata Document, cached. */
+  /** A validated Client ID Metadata Document, or why it was refused, cached. */
   metadataDocument: (urlHash: string) => `cimd:${urlHash}`,
-  /** An authorization request waiting on the consent page. */
-  consent: (requestId: string) => `consent:${requestId}`,
+  /**
+   * A consent form that was answered, by the hash of its CSRF token: each is answered once.
+   * The pending request itself rides sealed in the form, never in the store.
+   */
+  consentAnswered: (csrfTokenHash: string) => `consent-answered:${csrfTokenHash}`,
   /** The upstream leg of a sign-in, found by the hash of its `state`. */
   transaction: (stateHash: string) => `tx:${stateHash}`,
   /** An authorization code, by its hash; tagged with its marker's slot. */
@@ -57,6 +65,8 @@ export const KEY_TTL_SECONDS = {
   usedCode: 600,
   /** A rate-limit window. */
   rate: 60,
+  /** A refused Client ID Metadata Document, before it is fetched again. */
+  metadataDocumentRefusal: 60,
   /** One re-fetch of a client's `jwks_uri` a minute, whatever kids its assertions name. */
   clientJwksRefetch: 60,
 } as const
@@ -76,7 +86,7 @@ export const KEY_TABLE: readonly KeyRow[] = [
   {
     key: storeKey.keySet(),
     hashTag: '—',
-    what: 'signing keys (current, previous) and the encryption key',
+    what: 'signing keys (current, previous) and the encryption key, sealed under the key-encryption key (`KEYS_SECRET` or the upstream client secret); `keys:v1`, their clear form in older versions, is sealed into it and deleted',
     ttl: '2 × `KEY_ROTATION_SECONDS`, renewed at rotation',
   },
   {
@@ -89,7 +99,7 @@ export const KEY_TABLE: readonly KeyRow[] = [
     key: storeKey.client('<client_id>'),
     hashTag: '—',
     what: 'a registered client; secret as SHA-256',
-    ttl: '1 day until first use, then `CLIENT_IDLE_TTL_SECONDS`',
+    ttl: '1 day until first use (a completed sign-in or token request; `/authorize` alone is not use), then `CLIENT_IDLE_TTL_SECONDS`',
   },
   {
     key: storeKey.clientDedupe('<sha256(metadata)>'),
@@ -100,14 +110,14 @@ export const KEY_TABLE: readonly KeyRow[] = [
   {
     key: storeKey.metadataDocument('<sha256(url)>'),
     hashTag: '—',
-    what: 'a validated Client ID Metadata Document',
-    ttl: 'its `max-age` (default 5 min, at most 1 day)',
+    what: 'a validated Client ID Metadata Document, or why it was refused',
+    ttl: `its \`max-age\` (default 5 min, at most 1 day); a refusal ${KEY_TTL_SECONDS.metadataDocumentRefusal / 60} min`,
   },
   {
-    key: storeKey.consent('<id>'),
+    key: storeKey.consentAnswered('<sha256(csrf token)>'),
     hashTag: '—',
-    what: 'an authorization request waiting on the consent page',
-    ttl: '`TRANSACTION_TTL_SECONDS`',
+    what: 'a consent form that was answered (the request itself rides sealed in the form, never in the store)',
+    ttl: 'what was left of `TRANSACTION_TTL_SECONDS`',
   },
   {
     key: storeKey.transaction('<sha256(state)>'),

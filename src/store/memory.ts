@@ -37,6 +37,7 @@ export function createMemoryStore(clock: Clock): Store {
   }
 
   return {
+    local: true,
     async get<T>(key: string) {
       const entry = live(key)
       return entry ? (JSON.parse(entry.json) as T) : undefined

@@ -39,6 +39,11 @@ export interface Store {
   putMany(entries: readonly StoreEntry[]): Promise<void>
   /** Adds one to a counter that starts its `ttlSeconds` window at the first increment. */
   increment(key: string, ttlSeconds: number): Promise<number>
+  /**
+   * True for a store only this process can read (the memory store): what it holds is never at
+   * rest anywhere else. Absent means shared, as Redis is.
+   */
+  readonly local?: boolean
   /** Resolves when the backend answers; rejects otherwise (readiness). */
   ping(): Promise<void>
   close(): Promise<void>

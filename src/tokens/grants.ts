@@ -257,9 +257,11 @@ export type RefreshLookup =
   | { kind: 'unknown' }
 
 /**
- * Classifies a presented refresh token: the family's current one (rotate it), one rotated
- * within the grace period (answer with its successor), or an older one (reuse: the family
- * must end, RFC 9700 §4.14.2).
+ * Classifies a presented refresh token: the family's current one (rotate it), the one just
+ * rotated, within the grace period and while its successor has never been used (answer with
+ * that successor: the client lost the response), or anything older (reuse: the family must
+ * end, RFC 9700 §4.14.2). The caller holds the grant's lock, so the verdict cannot race a
+ * rotation.
  */
 export async function lookupRefreshToken(
   deps: GrantDeps,
@@ -278,7 +280,12 @@ export async function lookupRefreshToken(
     record.rotatedAt !== undefined &&
     deps.clock.now() - record.rotatedAt <= deps.config.refreshGraceSeconds
   if (inGrace && record.successor) {
-    return { kind: 'grace', grant, successor: await unseal<string>(deps.keys, record.successor) }
+    // The grace is for a client that lost the rotation's response and so never held the
+    // successor: once the successor was presented (it rotated, so it is no longer current),
+    // whoever holds the old token is not that client, and answering would let a stolen old
+    // token walk the chain to the family's newest token.
+    const successor = await unseal<string>(deps.keys, record.successor)
+    if (grant.currentRefreshHash === sha256(successor)) return { kind: 'grace', grant, successor }
   }
   return { kind: 'reused', grantId: grant.id }
 }

@@ -5,12 +5,22 @@ import {
   type KeyObject,
   randomBytes,
 } from 'node:crypto'
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
+import {
+  CompactEncrypt,
+  calculateJwkThumbprint,
+  compactDecrypt,
+  decodeProtectedHeader,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+} from 'jose'
 import type { Clock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { StoreUnavailableError } from '../errors.js'
 import { KEY_TTL_SECONDS, storeKey } from '../store/keys.js'
 import type { Store } from '../store/store.js'
+import { deriveKey } from './derive.js'
 
 /** An ES256 key the proxy signs access tokens with (RFC 9068 §2.1). */
 export interface SigningKey {
@@ -61,6 +71,13 @@ export interface KeysOptions {
   encryptionKey?: string | undefined
   /** Generated signing keys are replaced after this long. */
   rotationSeconds: number
+  /**
+   * `KEYS_SECRET`: generated keys are stored encrypted under a key derived from it. Without
+   * it, from `upstreamClientSecret`; with neither, only a `local` store may hold them.
+   */
+  keysSecret?: string | undefined
+  /** The upstream client secret, the key-encryption secret when `keysSecret` is unset. */
+  upstreamClientSecret?: string | undefined
   /** How long an instance trusts its copy before re-reading the store. */
   refreshSeconds?: number
 }
@@ -75,8 +92,24 @@ interface StoredKeys {
   encryption: { kid: string; k: string }
 }
 
+/** Generated keys, sealed under the key-encryption key (in clear only in a `local` store). */
 const KEYS_KEY = storeKey.keySet()
 const ROTATION_LOCK_KEY = storeKey.keyRotation()
+/** Where versions before 2 kept generated keys, in clear: sealed into the key set, then gone. */
+const LEGACY_KEYS_KEY = storeKey.legacyKeySet()
+
+/** What the key set holds: the keys sealed (JWE, `dir`/`A256GCM`) under a key-encryption key. */
+interface SealedKeys {
+  sealed: string
+}
+
+/** A key-encryption key: 256 bits derived from a secret that is not in the store. */
+interface Kek {
+  readonly kid: string
+  readonly key: Uint8Array
+  /** The variable it comes from, for messages. */
+  readonly source: string
+}
 const UNKNOWN_KID_RELOAD_SECONDS = 5
 
 /**
@@ -89,6 +122,18 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
   const { store, clock } = options
   const refreshSeconds = options.refreshSeconds ?? 60
   const configured = await configuredKeys(options)
+  // The first seals; any decrypts (a deployment that sets KEYS_SECRET after deriving from the
+  // upstream client secret has its keys re-sealed under KEYS_SECRET on the next start).
+  const keks = keyEncryptionKeys(options)
+  if (!configured && !keks.length && !store.local) {
+    throw new ConfigError([
+      'KEYS_SECRET: is required with a shared store (REDIS_URL) when SIGNING_KEY and ENCRYPTION_KEY are not set and the upstream has no client secret: generated keys are stored encrypted under it, never in clear',
+    ])
+  }
+  const [primary] = keks
+  /** The record to store: sealed under the primary key, or as it is in a local store. */
+  const toRecord = async (keys: StoredKeys): Promise<SealedKeys | StoredKeys> =>
+    primary ? { sealed: await sealKeys(keys, primary) } : keys
   // Twice the rotation period, renewed at every rotation: an idle deployment's keys expire
   // like everything else in the store, while a live one always keeps its previous key.
   const ttlSeconds = options.rotationSeconds * 2
@@ -97,19 +142,36 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
   let lastUnknownKidReload = Number.NEGATIVE_INFINITY
   let loading: Promise<KeySet> | undefined
 
-  const load = async (): Promise<KeySet> => {
-    if (configured) return configured
-    let stored = await store.get<StoredKeys>(KEYS_KEY)
-    if (!stored) {
-      const fresh: StoredKeys = {
+  /** Reads the stored keys, creating them (or moving a version-1 copy in) when absent. */
+  const read = async (): Promise<StoredKeys> => {
+    let record = await store.get<SealedKeys | StoredKeys>(KEYS_KEY)
+    if (!record) {
+      // Keys of an older version are kept (so every token stays valid) and encrypted.
+      const legacy = await store.get<StoredKeys>(LEGACY_KEYS_KEY)
+      const fresh = legacy ?? {
         signing: [await newSigningKey(clock)],
         encryption: newEncryptionKey(),
       }
-      stored = (await store.add(KEYS_KEY, fresh, ttlSeconds))
-        ? fresh
-        : await store.get<StoredKeys>(KEYS_KEY)
-      if (!stored) throw new Error('generated keys vanished from the store')
+      const created = await toRecord(fresh)
+      record = (await store.add(KEYS_KEY, created, ttlSeconds))
+        ? created
+        : await store.get<SealedKeys | StoredKeys>(KEYS_KEY)
+      if (!record) throw new Error('generated keys vanished from the store')
+      if (legacy && primary) await store.delete(LEGACY_KEYS_KEY)
     }
+    if (!('sealed' in record)) {
+      // In clear: a local store's, or one written before a key-encryption key was configured.
+      if (primary) await store.put(KEYS_KEY, await toRecord(record), ttlSeconds)
+      return record
+    }
+    const { keys, kek } = await openKeys(record.sealed, keks)
+    if (kek !== primary) await store.put(KEYS_KEY, await toRecord(keys), ttlSeconds)
+    return keys
+  }
+
+  const load = async (): Promise<KeySet> => {
+    if (configured) return configured
+    let stored = await read()
     const [newest] = stored.signing
     if (newest && clock.now() - newest.createdAt >= options.rotationSeconds) {
       stored = await rotate(stored)
@@ -123,7 +185,7 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
       signing: [await newSigningKey(clock), ...stored.signing.slice(0, 1)],
       encryption: stored.encryption,
     }
-    await store.put(KEYS_KEY, rotated, ttlSeconds)
+    await store.put(KEYS_KEY, await toRecord(rotated), ttlSeconds)
     return rotated
   }
 
@@ -165,6 +227,54 @@ export async function createKeys(options: KeysOptions): Promise<Keys> {
       return find(await reload())
     },
   }
+}
+
+/** The key-encryption keys the options give, the one to seal with first (HKDF-SHA256). */
+function keyEncryptionKeys(options: KeysOptions): Kek[] {
+  const derive = (secret: string, source: string): Kek => {
+    const key = deriveKey(Buffer.from(secret, 'utf8'), 'mcp-oauth-proxy keys at rest v1')
+    const kid = `kek-${createHash('sha256').update(key).digest('base64url').slice(0, 16)}`
+    return { kid, key, source }
+  }
+  const keks: Kek[] = []
+  if (options.keysSecret) keks.push(derive(options.keysSecret, 'KEYS_SECRET'))
+  if (options.upstreamClientSecret)
+    keks.push(derive(options.upstreamClientSecret, 'the upstream client secret'))
+  return keks
+}
+
+async function sealKeys(keys: StoredKeys, kek: Kek): Promise<string> {
+  return new CompactEncrypt(new TextEncoder().encode(JSON.stringify(keys)))
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: kek.kid })
+    .encrypt(kek.key)
+}
+
+async function openKeys(
+  sealed: string,
+  keks: readonly Kek[],
+): Promise<{ keys: StoredKeys; kek: Kek }> {
+  let kid: unknown
+  try {
+    kid = decodeProtectedHeader(sealed).kid
+  } catch {
+    kid = undefined
+  }
+  const kek = keks.find((candidate) => candidate.kid === kid)
+  if (kek) {
+    try {
+      const { plaintext } = await compactDecrypt(sealed, kek.key, {
+        keyManagementAlgorithms: ['dir'],
+        contentEncryptionAlgorithms: ['A256GCM'],
+      })
+      return { keys: JSON.parse(new TextDecoder().decode(plaintext)) as StoredKeys, kek }
+    } catch {
+      // Falls through to the refusal: altered, or sealed under a key with a colliding kid.
+    }
+  }
+  const tried = keks.map((k) => k.source).join(' or ') || 'no key-encryption secret'
+  throw new ConfigError([
+    `KEYS_SECRET: the generated keys in the store (${KEYS_KEY}) were sealed under another secret than ${tried}; restore the secret they were sealed under, or delete ${KEYS_KEY} to generate new keys (every token and sign-in issued so far is then lost)`,
+  ])
 }
 
 async function configuredKeys(options: KeysOptions): Promise<KeySet | undefined> {

@@ -44,7 +44,10 @@ const REGISTRATIONS: Record<string, string[]> = {
 const secrets = new Set<string>([PROXY_CLIENT.client_secret])
 
 beforeAll(async () => {
-  proxy = await startProxy({ flavor: 'kinde', env: { REGISTER_RATE_LIMIT: '0' } })
+  proxy = await startProxy({
+    flavor: 'kinde',
+    env: { REGISTER_RATE_LIMIT: '0', AUTHORIZE_RATE_LIMIT: '0' },
+  })
   app = createApp(proxy.server.deps)
   upstreamOrigin = new URL(proxy.upstream.url).origin
   for (const [name, uris] of Object.entries(REGISTRATIONS)) {
@@ -376,8 +379,8 @@ describe('POST /authorize/consent', () => {
         const owner = requestOf(a.requestId)
         const valid =
           (owner === 'mine' || owner === 'other') &&
-          // Past 4 KiB the form is not read at all (413).
-          form.toString().length <= 4096 &&
+          // Past 16 KiB the form is not read at all (413).
+          form.toString().length <= 16 * 1024 &&
           requestOf(a.csrf) === owner &&
           requestOf(a.cookie) === owner &&
           a.type?.split(';')[0]?.trim().toLowerCase() === 'application/x-www-form-urlencoded' &&
@@ -422,12 +425,12 @@ describe('POST /authorize/consent', () => {
     )
   })
 
-  it('answers a consent body over 4 KiB with 413', async () => {
+  it('answers a consent body over 16 KiB with 413', async () => {
     const ex = await timed(() =>
       app.request(`${proxy.url}/authorize/consent`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: `request_id=${'x'.repeat(5000)}`,
+        body: `request_id=${'x'.repeat(17_000)}`,
       }),
     )
     assertWellBehaved(ex, { ...expectations('consent'), method: 'POST' })

@@ -205,11 +205,17 @@ export function assertWellBehaved(ex: Exchange, expected: Expectations): void {
   const type = res.headers.get('content-type') ?? ''
   if (type.startsWith('text/html')) {
     expect(['authorize', 'consent', 'callback'], where).toContain(expected.endpoint)
-    expect([400, 403], where).toContain(res.status)
+    expect([400, 403, 429], where).toContain(res.status)
     expect(res.headers.get('x-frame-options'), where).toBe('DENY')
     expect(res.headers.get('cache-control'), where).toBe('no-store')
     expect(res.headers.get('content-security-policy'), where).toContain("frame-ancestors 'none'")
     const code = /<code id="error-code">([^<]*)<\/code>/.exec(text)?.[1]
+    if (res.status === 429) {
+      // AUTHORIZE_RATE_LIMIT's page (RFC 6585 §4).
+      expect(code, where).toBe('temporarily_unavailable')
+      expect(res.headers.get('retry-after'), where).toMatch(/^\d+$/)
+      return
+    }
     expect(PAGE_ERRORS, where).toContain(code)
     return
   }
