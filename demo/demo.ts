@@ -186,6 +186,7 @@ ${indent(startSession, 5)}
   5. Call the MCP endpoint in that session: initialized, tools/list, then the whoami tool:
 ${indent(useSession, 5)}
 
+See and revoke what you approved: ${publicUrl}/account
 Check the deployment: npx mcp-oauth-proxy doctor ${mcpUrl}
 See the audit trail (sign-ins, consents, tokens): restart with LOG_LEVEL=info npm run demo
 Ctrl-C stops the demo.
@@ -226,7 +227,12 @@ async function startIdp(
     flavor: 'kinde' as const,
     users: [DEMO_USER],
     // The proxy's one fixed callback, registered once at the provider: all it ever redirects to.
-    client: { ...client, redirect_uris: [`${publicUrl}/callback`] },
+    client: {
+      ...client,
+      redirect_uris: [`${publicUrl}/callback`],
+      // Signing out at the provider (its /logout) ends the demo user's grants at the proxy.
+      backchannel_logout_uri: `${publicUrl}/backchannel-logout`,
+    },
   }
   if (proxyPort < 65_535) {
     try {

@@ -14,7 +14,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { exportJWK, generateKeyPair, jwtVerify } from 'jose'
+import { exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose'
 // @ts-expect-error -- oidc-provider ships no type declarations (and no @types package is
 // installed); the small part of its surface used here is typed by the interfaces below.
 import Provider, { errors as oidcErrors } from 'oidc-provider'
@@ -59,8 +59,16 @@ export interface StartUpstreamOptions {
   port?: number
   /** API audience (resource indicator) access tokens are issued for; default 'https://api.example.test'. */
   audience?: string
-  /** the proxy's confidential web client; client_secret_basic and client_secret_post are both accepted. */
-  client: { client_id: string; client_secret: string; redirect_uris: string[] }
+  /**
+   * the proxy's confidential web client; client_secret_basic and client_secret_post are both
+   * accepted. With `backchannel_logout_uri` its ID tokens carry `sid` and logouts reach it there.
+   */
+  client: {
+    client_id: string
+    client_secret: string
+    redirect_uris: string[]
+    backchannel_logout_uri?: string
+  }
   m2mClients?: M2MClient[]
   /** default: one demo user (see {@link DEMO_USER}). */
   users?: UpstreamUser[]
@@ -87,6 +95,16 @@ export interface Upstream {
    * returns the final redirect to the client's redirect_uri (with code & state, or error).
    */
   loginWith(authorizationUrl: string, user?: string): Promise<URL>
+  /**
+   * Sends the proxy's client a logout token for `sub` (and `sid`) as oidc-provider does when
+   * that user's session ends (OIDC Back-Channel Logout 1.0); rejects unless it answers 200.
+   */
+  backchannelLogout(sub: string, sid?: string): Promise<void>
+  /**
+   * Signs `payload` with the upstream's own signing key (RS256, its `kid`): tokens the upstream
+   * would never issue, for tests of what the proxy refuses despite a valid signature.
+   */
+  signJwt(payload: Record<string, unknown>, header?: Record<string, unknown>): Promise<string>
   /**
    * Changes a user's account (a sub or an email) from now on, as an administrator would at
    * Kinde or Auth0: tokens issued afterwards, refreshes included, carry the new claims. A
@@ -310,6 +328,12 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
           // oidc-provider accepts client_secret_post too for a client registered with
           // client_secret_basic (both carry the same secret), like Kinde and Auth0 do.
           token_endpoint_auth_method: 'client_secret_basic',
+          ...(opts.client.backchannel_logout_uri
+            ? {
+                backchannel_logout_uri: opts.client.backchannel_logout_uri,
+                backchannel_logout_session_required: true,
+              }
+            : {}),
         },
         ...m2mClients.map((m) => ({
           client_id: m.client_id,
@@ -321,6 +345,13 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
         })),
       ],
       jwks: { keys: [signingJwk] },
+      // oidc-provider refuses to call loopback addresses (its SSRF guard on outgoing requests);
+      // this provider lives on loopback and its one outgoing call, the back-channel logout,
+      // goes to the proxy beside it.
+      fetch: (url: URL | string, options: RequestInit & { dispatcher?: unknown }) => {
+        const { dispatcher: _guarded, ...rest } = options
+        return fetch(url, rest)
+      },
       cookies: { keys: [randomBytes(32).toString('hex')] },
       routes: profile.routes,
       // Kinde's refresh scope `offline` is not an oidc-provider built-in, so it is declared here;
@@ -346,6 +377,7 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
         revocation: { enabled: true },
         userinfo: { enabled: true },
         rpInitiatedLogout: { enabled: true },
+        backchannelLogout: { enabled: true },
         // JWT access tokens with an `aud` only exist for resource servers, i.e. via resource
         // indicators. Every token of this upstream is for the one configured API audience.
         resourceIndicators: {
@@ -468,6 +500,16 @@ export async function startUpstream(opts: StartUpstreamOptions): Promise<Upstrea
     provider,
     loginWith: (authorizationUrl, user) =>
       loginWith(url, opts.client.redirect_uris, users, authorizationUrl, user),
+    backchannelLogout: async (sub, sid) => {
+      const client = (await provider.Client.find(opts.client.client_id)) as {
+        backchannelLogout(sub: string, sid?: string): Promise<void>
+      }
+      await client.backchannelLogout(sub, sid)
+    },
+    signJwt: (payload, header = {}) =>
+      new SignJWT(payload)
+        .setProtectedHeader({ ...header, alg: 'RS256', kid: signingJwk.kid })
+        .sign(privateKey),
     updateUser(subOrEmail, changes) {
       const user = findUser(subOrEmail)
       if (!user) throw new Error(`updateUser: unknown user ${subOrEmail}`)

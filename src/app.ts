@@ -5,7 +5,9 @@ import { OAuthError, refusalResponse } from './errors.js'
 import { requestAbandoned } from './http.js'
 import { createMcpEndpoint, type McpEndpointOptions } from './mcp/endpoint.js'
 import { metricsRoutes } from './metrics.js'
+import { accountRoutes } from './oauth/account.js'
 import { authorizeRoutes } from './oauth/authorize.js'
+import { backchannelLogoutRoutes } from './oauth/backchannel-logout.js'
 import { metadataRoutes } from './oauth/metadata.js'
 import { registerRoutes } from './oauth/register.js'
 import { revokeRoutes } from './oauth/revoke.js'
@@ -72,6 +74,8 @@ export function createApp(deps: Services, options: AppOptions = {}): Hono {
   app.route('/', authorizeRoutes(deps, clients))
   app.route('/', tokenRoutes(deps, clients))
   app.route('/', revokeRoutes(deps, clients))
+  app.route('/', accountRoutes(deps, clients))
+  app.route('/', backchannelLogoutRoutes(deps))
   app.route('/', createMcpEndpoint(deps, options.mcp))
 
   app.notFound(() => new OAuthError('not_found', 'no such endpoint', { status: 404 }).getResponse())

@@ -15,6 +15,7 @@ export type AuditEventName =
   | 'refresh.reuse_detected'
   | 'code.replayed'
   | 'token.revoked'
+  | 'grant.revoked'
   | 'policy.refused'
   | 'mcp.denied'
 
@@ -37,7 +38,12 @@ export interface AuditFields {
   reason?: string | undefined
   error?: string | undefined
   tool?: string | undefined
+  /** Who ended a grant: the user (`/account`), a back-channel logout, or an operator (CLI). */
+  by?: GrantRevoker | undefined
 }
+
+/** Who ends a grant outside the OAuth protocol's own revocations. */
+export type GrantRevoker = 'user' | 'logout' | 'operator'
 
 /**
  * Records an audit event, stamped with the correlation id of the request it happened in

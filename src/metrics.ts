@@ -48,6 +48,12 @@ export function createMetrics(): Metrics {
     labelNames: ['event'],
     registers: [registry],
   })
+  const grantsRevoked = new Counter({
+    name: 'mcp_oauth_proxy_grants_revoked_total',
+    help: 'Grants ended by the user (/account), a back-channel logout or an operator',
+    labelNames: ['by'],
+    registers: [registry],
+  })
   const upstreamDuration = new Histogram({
     name: 'mcp_oauth_proxy_upstream_request_duration_seconds',
     help: 'Calls to the upstream identity provider by operation and outcome',
@@ -85,6 +91,7 @@ export function createMetrics(): Metrics {
     observe(event, fields) {
       if (event === 'token.issued')
         tokens.inc({ grant_type: fields.grant_type ?? 'unknown', actor: fields.actor ?? 'user' })
+      else if (event === 'grant.revoked') grantsRevoked.inc({ by: fields.by ?? 'unknown' })
       else if (SECURITY_EVENTS.has(event)) security.inc({ event })
     },
     instrumentUpstream(upstream) {
@@ -111,6 +118,7 @@ export function createMetrics(): Metrics {
         clientCredentials: timed('client_credentials', upstream.clientCredentials.bind(upstream)),
         revoke: timed('revoke', upstream.revoke.bind(upstream)),
         userinfo: timed('userinfo', upstream.userinfo.bind(upstream)),
+        verifyLogoutToken: timed('verify_logout_token', upstream.verifyLogoutToken.bind(upstream)),
       }
     },
     instrumentStore(store) {
@@ -134,6 +142,11 @@ export function createMetrics(): Metrics {
           counted('take_once', () => store.takeOnce<T>(key, markerKey, marker, ttl)),
         putMany: (entries) => counted('put_many', () => store.putMany(entries)),
         increment: (key, ttl) => counted('increment', () => store.increment(key, ttl)),
+        indexAdd: (key, member, ttl) =>
+          counted('index_add', () => store.indexAdd(key, member, ttl)),
+        indexMembers: (key, limit) =>
+          counted('index_members', () => store.indexMembers(key, limit)),
+        indexRemove: (key, member) => counted('index_remove', () => store.indexRemove(key, member)),
         ping: () => counted('ping', () => store.ping()),
         close: () => store.close(),
       }

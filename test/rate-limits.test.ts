@@ -222,6 +222,14 @@ describe.each(['memory', 'redis'] as const)('/authorize floods (%s store)', (sto
     expect(consent.status).toBe(429)
     expect(await consent.text()).toContain('Too many sign-in attempts')
 
+    // So is the account page's sign-in, which writes a transaction too.
+    const account = await fetch(`${proxy.url}/account/sign-in`, {
+      headers: ATTACKER,
+      redirect: 'manual',
+    })
+    expect(account.status).toBe(429)
+    expect(await account.text()).toContain('Too many sign-in attempts')
+
     // Everyone else signs in as usual.
     const other = await fetch(await request(client.client_id), { headers: VICTIM })
     expect(other.status).toBe(200)

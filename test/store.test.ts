@@ -254,6 +254,31 @@ function storeContract(make: () => Promise<Subject>) {
   it('answers ping', async () => {
     await expect(store.ping()).resolves.toBeUndefined()
   })
+
+  it('an index names its members until each expires, then forgets itself', async () => {
+    await Promise.all([
+      store.indexAdd('k:index', 'short', 20),
+      store.indexAdd('k:index', 'long', 60),
+      store.indexAdd('k:index', 'gone', 300),
+    ])
+    await store.indexRemove('k:index', 'gone')
+    await store.indexRemove('k:index', 'never-there')
+    expect((await store.indexMembers('k:index', 10)).sort()).toEqual(['long', 'short'])
+    expect(await store.indexMembers('k:index', 1)).toHaveLength(1)
+    await subject.elapse(35)
+    expect(await store.indexMembers('k:index', 10)).toEqual(['long'])
+    // Re-adding moves a member's expiry.
+    await store.indexAdd('k:index', 'long', 60)
+    await subject.elapse(35)
+    expect(await store.indexMembers('k:index', 10)).toEqual(['long'])
+    await subject.elapse(40)
+    expect(await store.indexMembers('k:index', 10)).toEqual([])
+    expect(await store.indexMembers('k:never', 10)).toEqual([])
+  })
+
+  it('an index refuses a member without a positive TTL', async () => {
+    await expect(store.indexAdd('k:index-ttl', 'm', 0)).rejects.toThrow(RangeError)
+  })
 }
 
 /**

@@ -4,14 +4,18 @@
  *
  *   mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
  *   mcp-oauth-proxy check-config
+ *   mcp-oauth-proxy revoke --sub <sub> [--client <client_id>]
  *
- * Exit codes: 0 every check passed, 1 a check failed, 2 the command line is wrong.
+ * Exit codes: 0 every check passed (revoke: done), 1 a check failed (revoke: the configuration
+ * or the store failed), 2 the command line is wrong.
  */
+import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { formatReport, resourceOf, runDoctor } from './doctor.js'
 
 const USAGE = `Usage: mcp-oauth-proxy doctor <mcp-url> [--no-register] [--timeout <seconds>]
        mcp-oauth-proxy check-config
+       mcp-oauth-proxy revoke --sub <sub> [--client <client_id>]
 
 doctor checks a live deployment from outside, as an MCP client meets it, e.g.
   npx mcp-oauth-proxy doctor https://mcp.example.com/mcp
@@ -21,6 +25,10 @@ doctor checks a live deployment from outside, as an MCP client meets it, e.g.
 
 check-config reads the configuration as the server does (.env, then the environment) and
 lists every problem, exit 1; npm start runs it before building.
+
+revoke ends a user's grants (refresh tokens and live access tokens), or only those of one
+client, in the store the server uses: run it with the server's environment (.env, then the
+environment; REDIS_URL included). Prints how many grants ended.
 `
 
 async function main(argv: string[]): Promise<number> {
@@ -30,6 +38,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE)
     return 0
   }
+  if (command === 'revoke') return revoke(rest)
   if (command === 'check-config' && rest.length === 0) {
     // Imported here: the doctor itself knows only the wire, never the proxy's modules.
     const { loadProcessConfig } = await import('../config.js')
@@ -69,6 +78,25 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`\n${url} has no path: did you mean ${target.origin}/mcp?\n`)
   }
   return failed ? 1 : 0
+}
+
+async function revoke(args: string[]): Promise<number> {
+  // Imported here, as for check-config: the doctor alone loads none of the proxy's modules.
+  const { parseRevokeArgs, runRevoke } = await import('./revoke.js')
+  let parsed: ReturnType<typeof parseRevokeArgs>
+  try {
+    parsed = parseRevokeArgs(args)
+  } catch (error) {
+    return usage((error as Error).message)
+  }
+  // The server's own environment: the same .env it reads, then the process environment.
+  if (existsSync('.env')) process.loadEnvFile('.env')
+  return runRevoke(
+    process.env,
+    parsed,
+    (line) => process.stdout.write(`${line}\n`),
+    (line) => process.stderr.write(`${line}\n`),
+  )
 }
 
 function parseDoctorArgs(args: string[]) {

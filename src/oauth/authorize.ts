@@ -10,6 +10,7 @@ import { createGrant, issueCode } from '../tokens/grants.js'
 import { type Admission, admitUser } from '../tokens/policy.js'
 import { seal, unseal } from '../tokens/seal.js'
 import { UpstreamError } from '../upstream/upstream.js'
+import { completeAccountSignIn } from './account.js'
 import { checkAuthorizationRequest, requestedClientId } from './authorization-request.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
@@ -26,7 +27,8 @@ import {
   renderErrorPage,
   renderTooManyRequestsPage,
 } from './pages.js'
-import { isLoopbackRedirect, isPrivateUseScheme } from './redirect-uri.js'
+import { describeRedirect, isLoopbackRedirect, isPrivateUseScheme } from './redirect-uri.js'
+import { type AccountTransaction, isAccountTransaction, transactionKey } from './transaction.js'
 
 /** A validated authorization request (after both phases), waiting for consent or the upstream. */
 interface AuthorizationRequest {
@@ -62,11 +64,41 @@ interface UpstreamTransaction extends AuthorizationRequest {
 }
 
 const answeredKey = (csrfToken: string) => storeKey.consentAnswered(sha256(csrfToken))
-const transactionKey = (state: string) => storeKey.transaction(sha256(state))
 // The sealed request (with a state of up to 2 KiB) rides in the form.
 const MAX_CONSENT_BYTES = 16 * 1024
 
 type RouteDeps = Deps
+
+/**
+ * Per client IP, before anything else: each sign-in (`/authorize`, `/account/sign-in`) may fetch
+ * a client metadata document and writes a transaction. Over `AUTHORIZE_RATE_LIMIT` a person gets
+ * a page saying when to come back.
+ */
+export function signInRateLimit(deps: Deps): MiddlewareHandler {
+  return async function authorizeRateLimit(c, next) {
+    try {
+      await consumeRate(
+        deps,
+        'authorize',
+        sha256(clientIp(c, deps.config.trustProxy)),
+        deps.config.authorizeRateLimit,
+      )
+    } catch (error) {
+      if (!(error instanceof OAuthError) || error.status !== 429) throw error
+      const retryAfter = error.headers['retry-after'] ?? '60'
+      deps.audit(
+        'authorization.refused',
+        { error: error.code, reason: 'AUTHORIZE_RATE_LIMIT' },
+        requestIdOf(c),
+      )
+      return c.html(renderTooManyRequestsPage(Number(retryAfter)), 429, {
+        ...pageHeaders(),
+        'retry-after': retryAfter,
+      })
+    }
+    return next()
+  }
+}
 
 /**
  * `GET /authorize`, its consent form and `GET /callback`: the authorization-code flow with the
@@ -78,29 +110,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     deps.audit(event, fields, requestIdOf(c))
   const app = new Hono()
 
-  /**
-   * Per client IP, before anything else: each `/authorize` may fetch a client metadata document
-   * and sets up a sign-in. Over the limit a person gets a page saying when to come back.
-   */
-  const limitPerAddress: MiddlewareHandler = async function authorizeRateLimit(c, next) {
-    try {
-      await consumeRate(
-        deps,
-        'authorize',
-        sha256(clientIp(c, config.trustProxy)),
-        config.authorizeRateLimit,
-      )
-    } catch (error) {
-      if (!(error instanceof OAuthError) || error.status !== 429) throw error
-      const retryAfter = error.headers['retry-after'] ?? '60'
-      audit(c, 'authorization.refused', { error: error.code, reason: 'AUTHORIZE_RATE_LIMIT' })
-      return c.html(renderTooManyRequestsPage(Number(retryAfter)), 429, {
-        ...pageHeaders(),
-        'retry-after': retryAfter,
-      })
-    }
-    return next()
-  }
+  const limitPerAddress = signInRateLimit(deps)
 
   /** A page, not a redirect: used until the client and redirect URI are trusted. */
   const errorPage = (c: Context, error: string, description: string, status: 400 | 403 = 400) => {
@@ -317,9 +327,14 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
     const query = new URL(c.req.url).searchParams
     const state = query.get('state')
     if (!state) return errorPage(c, 'invalid_request', 'the identity provider returned no state')
-    const transaction = await store.take<UpstreamTransaction>(transactionKey(state))
+    const transaction = await store.take<UpstreamTransaction | AccountTransaction>(
+      transactionKey(state),
+    )
     if (!transaction)
       return errorPage(c, 'invalid_request', 'this sign-in expired or was already completed')
+    // The same fixed callback serves the account page's own sign-in, which grants nothing.
+    if (isAccountTransaction(transaction))
+      return completeAccountSignIn(deps, c, transaction, { state, query })
     const browser = browserId(c, config)
     if (!browser || sha256(browser) !== transaction.browser) {
       audit(c, 'authorization.refused', {
@@ -393,6 +408,7 @@ export function authorizeRoutes(deps: RouteDeps, clients: Clients) {
       scopes: admission.scopes,
       upstream: result.tokens,
       flowId: transaction.flowId,
+      redirectUri: transaction.redirectUri,
     })
     // A completed sign-in is use: an unused registration now lives its full idle TTL.
     const client = await clients.find(transaction.clientId).catch(() => undefined)
@@ -448,15 +464,6 @@ const FORWARDED_UPSTREAM_ERRORS = new Set([
   'consent_required',
   'interaction_required',
 ])
-
-/** How the consent page names where the browser goes next. */
-function describeRedirect(redirectUri: string): string {
-  const url = new URL(redirectUri)
-  if (isLoopbackRedirect(url)) return `an application on this computer (${url.host})`
-  if (isPrivateUseScheme(url))
-    return `the ${url.protocol.slice(0, -1)} application on this computer`
-  return url.host
-}
 
 /** The CSP source that lets the consent form's redirect reach the client. */
 function formTarget(redirectUri: string): string {

@@ -25,11 +25,12 @@ function names(config: Config) {
     secure,
     browser: secure ? 'browser' : 'mcp-browser',
     consent: secure ? 'consent' : 'mcp-consent',
+    account: secure ? 'account' : 'mcp-account',
     prefix: secure ? ('host' as const) : undefined,
   }
 }
 
-function rawName(config: Config, name: 'browser' | 'consent'): string {
+function rawName(config: Config, name: 'browser' | 'consent' | 'account'): string {
   const n = names(config)
   return n.prefix ? `__Host-${n[name]}` : n[name]
 }
@@ -124,4 +125,57 @@ export async function rememberConsent(
 export function forgetConsents(c: Context, config: Config): void {
   const n = names(config)
   deleteCookie(c, n.consent, { path: '/', secure: n.secure, prefix: n.prefix })
+}
+
+/** Forgets this browser's remembered approvals of one client, so its next request asks again. */
+export async function forgetConsent(
+  c: Context,
+  config: Config,
+  keys: Keys,
+  now: number,
+  clientId: string,
+): Promise<void> {
+  const remembered = await rememberedConsents(c, config, keys, now)
+  const kept = remembered.filter((entry) => entry.c !== clientId)
+  if (kept.length === remembered.length) return
+  if (!kept.length) return forgetConsents(c, config)
+  const n = names(config)
+  const maxAge = Math.max(...kept.map((entry) => entry.exp)) - Math.floor(now)
+  await setSignedCookie(c, n.consent, JSON.stringify(kept), await cookieSecret(keys), {
+    path: '/',
+    httpOnly: true,
+    secure: n.secure,
+    sameSite: 'Lax',
+    maxAge,
+    prefix: n.prefix,
+  })
+}
+
+/** The `/account` page's session id, from its cookie. */
+export function accountSessionId(c: Context, config: Config): string | undefined {
+  return getCookie(c, rawName(config, 'account'))
+}
+
+/** Starts the `/account` page's session cookie (HttpOnly, SameSite=Lax, `__Host-` on https). */
+export function setAccountSession(
+  c: Context,
+  config: Config,
+  id: string,
+  maxAgeSeconds: number,
+): void {
+  const n = names(config)
+  setCookie(c, n.account, id, {
+    path: '/',
+    httpOnly: true,
+    secure: n.secure,
+    sameSite: 'Lax',
+    maxAge: maxAgeSeconds,
+    prefix: n.prefix,
+  })
+}
+
+/** Ends the `/account` page's session cookie. */
+export function clearAccountSession(c: Context, config: Config): void {
+  const n = names(config)
+  deleteCookie(c, n.account, { path: '/', secure: n.secure, prefix: n.prefix })
 }

@@ -106,3 +106,12 @@ export function redirectUriMatches(registered: string, requested: string): boole
 const LOOPBACK_REDIRECT = new RegExp(
   `^http://(${LOOPBACK_NAME_PATTERN})(?::([1-9]\\d{0,4}))?(/[^?#\\\\\\s@]*)?(\\?[^#\\\\\\s]*)?$`,
 )
+
+/** How a page names where the browser goes after sign-in (consent page, account page). */
+export function describeRedirect(redirectUri: string): string {
+  const url = new URL(redirectUri)
+  if (isLoopbackRedirect(url)) return `an application on this computer (${url.host})`
+  if (isPrivateUseScheme(url))
+    return `the ${url.protocol.slice(0, -1)} application on this computer`
+  return url.host
+}

@@ -47,6 +47,17 @@ export const storeKey = {
   /** A fixed-window rate-limit counter of one limit, one caller and one minute. */
   rate: (name: string, caller: string, minute: number | string) =>
     `rate:${name}:${caller}:${minute}`,
+  /**
+   * A user's grants: a sorted set of grant ids scored by expiry, updated in single-key steps
+   * beside the grants, so it may name grants already gone (readers check and prune).
+   */
+  userGrants: (subHash: string) => `user-grants:${subHash}`,
+  /** The grants signed in through one upstream session (`sid`), for a logout naming only it. */
+  sessionGrants: (sidHash: string) => `session-grants:${sidHash}`,
+  /** A signed-in `/account` page, by the hash of its cookie's value. */
+  accountSession: (idHash: string) => `account:${idHash}`,
+  /** A back-channel logout token acted on, by the hash of its issuer and `jti`. */
+  logoutToken: (hash: string) => `logout-jti:${hash}`,
   /** A DPoP proof already presented, by the hash of its key's thumbprint and its `jti`. */
   dpopProof: (proofHash: string) => `dpop-jti:${proofHash}`,
   /** A `private_key_jwt` client assertion already used, by the hash of client id and `jti`. */
@@ -67,6 +78,12 @@ export const KEY_TTL_SECONDS = {
   rate: 60,
   /** A refused Client ID Metadata Document, before it is fetched again. */
   metadataDocumentRefusal: 60,
+  /** An `/account` session, however active: it can end grants. */
+  accountSession: 900,
+  /** A logout token's replay marker: past it, the token is too old to be accepted anyway. */
+  logoutToken: 600,
+  /** How long index entries outlive their grant's current expiry (renewed about that often). */
+  grantIndexSlack: 86_400,
   /** One re-fetch of a client's `jwks_uri` a minute, whatever kids its assertions name. */
   clientJwksRefetch: 60,
 } as const
@@ -166,6 +183,30 @@ export const KEY_TABLE: readonly KeyRow[] = [
     hashTag: '—',
     what: 'fixed-window rate-limit counter',
     ttl: `${KEY_TTL_SECONDS.rate} s`,
+  },
+  {
+    key: storeKey.userGrants('<sha256(sub)>'),
+    hashTag: '—',
+    what: "sorted set: a user's grant ids by expiry (may name grants already gone; listing prunes them)",
+    ttl: "its last member's: `REFRESH_TOKEN_TTL_SECONDS` + 1 day, renewed about daily",
+  },
+  {
+    key: storeKey.sessionGrants('<sha256(sid)>'),
+    hashTag: '—',
+    what: 'sorted set: the grant ids signed in through one upstream session',
+    ttl: 'as above',
+  },
+  {
+    key: storeKey.accountSession('<sha256(cookie)>'),
+    hashTag: '—',
+    what: 'a signed-in `/account` page: subject, CSRF token',
+    ttl: `${KEY_TTL_SECONDS.accountSession / 60} min`,
+  },
+  {
+    key: storeKey.logoutToken('<sha256(iss jti)>'),
+    hashTag: '—',
+    what: 'a back-channel logout token acted on (a replay is refused)',
+    ttl: `${KEY_TTL_SECONDS.logoutToken / 60} min`,
   },
   {
     key: storeKey.dpopProof('<sha256(jkt:jti)>'),

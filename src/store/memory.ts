@@ -81,6 +81,36 @@ export function createMemoryStore(clock: Clock): Store {
       })
       for (const { key, json, ttlSeconds } of prepared) write(key, json, ttlSeconds)
     },
+    async indexAdd(key, member, ttlSeconds) {
+      assertTtl(ttlSeconds)
+      const now = clock.now()
+      const entry = live(key)
+      const members: Record<string, number> = entry ? JSON.parse(entry.json) : {}
+      members[member] = now + ttlSeconds
+      for (const [name, until] of Object.entries(members)) if (until <= now) delete members[name]
+      const last = Math.max(...Object.values(members))
+      if (last > now) write(key, JSON.stringify(members), last - now)
+      else entries.delete(key)
+    },
+    async indexMembers(key, limit) {
+      const entry = live(key)
+      if (!entry) return []
+      const now = clock.now()
+      const members = JSON.parse(entry.json) as Record<string, number>
+      return Object.entries(members)
+        .filter(([, until]) => until > now)
+        .sort(([, a], [, b]) => a - b)
+        .slice(0, limit)
+        .map(([name]) => name)
+    },
+    async indexRemove(key, member) {
+      const entry = live(key)
+      if (!entry) return
+      const members = JSON.parse(entry.json) as Record<string, number>
+      delete members[member]
+      if (Object.keys(members).length) entry.json = JSON.stringify(members)
+      else entries.delete(key)
+    },
     async increment(key, ttlSeconds) {
       const entry = live(key)
       const count = entry ? (JSON.parse(entry.json) as number) + 1 : 1

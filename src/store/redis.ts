@@ -79,6 +79,26 @@ const INCREMENT = `
 redis.call('SET', KEYS[1], '0', 'PX', ARGV[1], 'NX')
 return redis.call('INCR', KEYS[1])`
 
+/**
+ * `indexAdd`: the member (re)scored, expired members dropped, and the key set to expire with
+ * its last member, in one step on one key. Time is the server's own (`TIME`), as for every
+ * other TTL in Redis.
+ */
+const INDEX_ADD = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]) / 1000, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(last[2]))) end
+return 1`
+
+/** `indexMembers`: the members not yet expired, by the server's clock. */
+const INDEX_MEMBERS = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'LIMIT', 0, ARGV[1])`
+
 /** The scripts defined on the client (`defineCommand`: EVALSHA, with keys prefixed). */
 interface Scripts {
   deleteIf(key: string, expected: string): Promise<number>
@@ -86,6 +106,8 @@ interface Scripts {
   /** The number of keys first, then the keys, then a JSON and a PX for each key. */
   putMany(numberOfKeys: number, ...keysThenValues: (string | number)[]): Promise<number>
   increment(key: string, px: number): Promise<number>
+  indexAdd(key: string, px: number, member: string): Promise<number>
+  indexMembers(key: string, limit: number): Promise<string[]>
 }
 
 type Client = (Redis | Cluster) & Scripts
@@ -158,6 +180,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
   redis.defineCommand('takeOnce', { numberOfKeys: 2, lua: TAKE_ONCE })
   redis.defineCommand('putMany', { lua: PUT_MANY })
   redis.defineCommand('increment', { numberOfKeys: 1, lua: INCREMENT })
+  redis.defineCommand('indexAdd', { numberOfKeys: 1, lua: INDEX_ADD })
+  redis.defineCommand('indexMembers', { numberOfKeys: 1, lua: INDEX_MEMBERS })
   // Connection errors surface through the failing commands; an unhandled 'error' event would
   // only print ioredis' own warning.
   redis.on('error', () => {})
@@ -254,6 +278,15 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
       const px = ms(ttlSeconds)
       return run(async () => Number(await redis.increment(key, px)))
     },
+    indexAdd: async (key, member, ttlSeconds) => {
+      const px = ms(ttlSeconds)
+      await run(() => redis.indexAdd(key, px, member))
+    },
+    indexMembers: (key, limit) => run(() => redis.indexMembers(key, limit)),
+    indexRemove: (key, member) =>
+      run(async () => {
+        await redis.zrem(key, member)
+      }),
     // Ready only when every master answers: a Cluster with a master down cannot serve its
     // slots, even while other nodes answer a PING.
     ping: () =>

@@ -37,6 +37,17 @@ export interface Store {
    * replicated store resolves once a replica holds them (`RedisStoreOptions.waitReplicas`).
    */
   putMany(entries: readonly StoreEntry[]): Promise<void>
+  /**
+   * Adds `member` to the index at `key` (a Redis sorted set), due to expire after `ttlSeconds`
+   * (re-adding moves it). Members past their time drop out, and the
+   * index itself expires with its last member. One key, one step: an index lives in a hash slot
+   * of its own and may name things that are gone, which its readers check and prune.
+   */
+  indexAdd(key: string, member: string, ttlSeconds: number): Promise<void>
+  /** The members of the index at `key` that have not expired, at most `limit` of them. */
+  indexMembers(key: string, limit: number): Promise<string[]>
+  /** Removes `member` from the index at `key`. */
+  indexRemove(key: string, member: string): Promise<void>
   /** Adds one to a counter that starts its `ttlSeconds` window at the first increment. */
   increment(key: string, ttlSeconds: number): Promise<number>
   /**

@@ -8,6 +8,7 @@ import { UpstreamError, type UpstreamIdentity, type UpstreamTokens } from '../up
 import type { IdentityClaims } from './access-token.js'
 import { type Admission, admitUser } from './policy.js'
 import { seal, unseal } from './seal.js'
+import { keepIndexed, unindexGrant } from './user-grants.js'
 
 /**
  * One user's authorization of one client: the root of a refresh-token family. Revoking the
@@ -28,6 +29,14 @@ export interface Grant {
   readonly createdAt: number
   /** The sign-in this grant came from, for correlating audit events. */
   readonly flowId?: string | undefined
+  /** Where the client's answers went at sign-in (shown on the account page). */
+  readonly redirectUri?: string | undefined
+  /** The upstream session (`sid` of the ID token): a back-channel logout naming it ends this grant. */
+  readonly upstreamSid?: string | undefined
+  /** When the client last obtained tokens from this grant (or had its upstream token renewed). */
+  readonly lastUsedAt?: number | undefined
+  /** Until when the user's (and session's) index names this grant (`keepIndexed`). */
+  readonly indexedUntil?: number | undefined
   /**
    * The DPoP key a public client's refresh tokens are bound to (RFC 9449 §5): refreshing
    * needs a proof of it.
@@ -87,6 +96,7 @@ export async function createGrant(
     scopes: readonly string[]
     upstream: UpstreamTokens
     flowId?: string | undefined
+    redirectUri?: string | undefined
   },
 ): Promise<Grant> {
   const grant: Grant = {
@@ -99,12 +109,14 @@ export async function createGrant(
     accessTokens: [],
     createdAt: Math.floor(deps.clock.now()),
     flowId: params.flowId,
+    redirectUri: params.redirectUri,
+    upstreamSid: params.identity.sid,
   }
   await saveGrant(deps, grant)
   return grant
 }
 
-export async function findGrant(deps: GrantDeps, id: string): Promise<Grant | undefined> {
+export async function findGrant(deps: Pick<Deps, 'store'>, id: string): Promise<Grant | undefined> {
   return deps.store.get<Grant>(grantKey(id))
 }
 
@@ -118,7 +130,12 @@ export async function saveGrant(
   alongside: readonly StoreEntry[] = [],
 ): Promise<void> {
   const now = deps.clock.now()
-  const live = { ...grant, accessTokens: grant.accessTokens.filter((t) => t.exp > now) }
+  const indexed = await keepIndexed(deps, grant)
+  const live = {
+    ...indexed,
+    accessTokens: grant.accessTokens.filter((t) => t.exp > now),
+    lastUsedAt: Math.floor(now),
+  }
   await deps.store.putMany([
     ...alongside,
     { key: grantKey(grant.id), value: live, ttlSeconds: deps.config.refreshTokenTtlSeconds },
@@ -126,7 +143,7 @@ export async function saveGrant(
 }
 
 /** The grant's upstream token set. */
-export function upstreamTokens(deps: GrantDeps, grant: Grant): Promise<UpstreamTokens> {
+export function upstreamTokens(deps: Pick<Deps, 'keys'>, grant: Grant): Promise<UpstreamTokens> {
   return unseal<UpstreamTokens>(deps.keys, grant.upstream)
 }
 
@@ -134,10 +151,14 @@ export function upstreamTokens(deps: GrantDeps, grant: Grant): Promise<UpstreamT
  * Ends a grant: the family's refresh tokens stop working (they point at a grant that is gone)
  * and every access token it issued goes on the deny-list until it would have expired.
  */
-export async function revokeGrant(deps: GrantDeps, grantId: string): Promise<Grant | undefined> {
+export async function revokeGrant(
+  deps: Pick<Deps, 'store' | 'clock'> & Partial<Pick<Deps, 'verifier'>>,
+  grantId: string,
+): Promise<Grant | undefined> {
   const grant = await deps.store.take<Grant>(grantKey(grantId))
   if (!grant) return undefined
   await Promise.all(grant.accessTokens.map((t) => denyAccessToken(deps, t.jti, t.exp)))
+  await unindexGrant(deps, grant)
   return grant
 }
 
@@ -146,7 +167,11 @@ export async function revokeGrant(deps: GrantDeps, grantId: string): Promise<Gra
  * drops it from this instance's verification cache at once; other instances see the deny-list
  * within their cache TTL.
  */
-export async function denyAccessToken(deps: GrantDeps, jti: string, exp: number): Promise<void> {
+export async function denyAccessToken(
+  deps: Pick<Deps, 'store' | 'clock'> & Partial<Pick<Deps, 'verifier'>>,
+  jti: string,
+  exp: number,
+): Promise<void> {
   deps.verifier?.evict(jti)
   const ttl = exp - deps.clock.now()
   if (ttl > 0) await deps.store.put(revokedKey(jti), true, ttl)

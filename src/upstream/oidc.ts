@@ -1,4 +1,4 @@
-import { decodeJwt } from 'jose'
+import { createRemoteJWKSet, decodeJwt, type JWTVerifyGetKey, customFetch as joseFetch } from 'jose'
 import {
   AuthorizationResponseError,
   allowInsecureRequests,
@@ -29,6 +29,7 @@ import type { Logger } from 'pino'
 import { type Clock, systemClock } from '../clock.js'
 import type { UpstreamSettings } from '../config.js'
 import { isLoopbackHost } from '../loopback.js'
+import { verifyLogoutToken } from './logout-token.js'
 import { type Claims, presetFor, upstreamScope } from './presets.js'
 import {
   type Upstream,
@@ -86,6 +87,7 @@ export function createOidcUpstream(options: OidcUpstreamOptions): Upstream {
   const insecure = settings.issuer.protocol === 'http:' && isLoopbackHost(settings.issuer.hostname)
 
   let discovered: Promise<Configuration> | undefined
+  let logoutKeys: { jwksUri: string; keys: JWTVerifyGetKey } | undefined
 
   /** The proxy's own client at the upstream, discovered once and then kept. */
   function proxyClient(): Promise<Configuration> {
@@ -164,7 +166,15 @@ export function createOidcUpstream(options: OidcUpstreamOptions): Upstream {
     }
     // Opaque access tokens carry no scopes; the token response may still list them.
     const scopes = identity.scopes ?? response.scope?.split(' ').filter(Boolean)
-    return { tokens, identity: scopes ? { ...identity, scopes } : identity }
+    const sid = response.claims()?.sid
+    return {
+      tokens,
+      identity: {
+        ...identity,
+        ...(scopes ? { scopes } : {}),
+        ...(typeof sid === 'string' && sid ? { sid } : {}),
+      },
+    }
   }
 
   /** Userinfo claims for the access token: who it is when neither token says (opaque, no ID token). */
@@ -237,6 +247,34 @@ export function createOidcUpstream(options: OidcUpstreamOptions): Upstream {
         )
       }
     },
+
+    verifyLogoutToken: (logoutToken) =>
+      guarded('logout token', async () => {
+        const metadata = (await proxyClient()).serverMetadata()
+        if (!metadata.jwks_uri) {
+          throw new UpstreamError(
+            'rejected',
+            'invalid_request',
+            'the upstream publishes no JWKS to verify logout tokens with',
+          )
+        }
+        if (logoutKeys?.jwksUri !== metadata.jwks_uri) {
+          logoutKeys = {
+            jwksUri: metadata.jwks_uri,
+            keys: createRemoteJWKSet(new URL(metadata.jwks_uri), {
+              // jose bounds the request itself (timeoutDuration).
+              [joseFetch]: (url, init) => (options.fetch ?? fetch)(url, init),
+              timeoutDuration: timeoutSeconds * 1000,
+            }),
+          }
+        }
+        return verifyLogoutToken(logoutToken, {
+          issuer: metadata.issuer,
+          clientId: settings.clientId,
+          keys: logoutKeys.keys,
+          now: clock.now(),
+        })
+      }),
 
     userinfo: (accessToken) =>
       guarded('userinfo', async () => {

@@ -1,4 +1,5 @@
 import type { UpstreamKind } from '../config.js'
+import type { LogoutClaims } from './logout-token.js'
 
 /** Tokens the upstream issued, as the proxy keeps them (encrypted at rest). */
 export interface UpstreamTokens {
@@ -29,6 +30,8 @@ export interface UpstreamIdentity {
   readonly permissions?: readonly string[] | undefined
   /** Scopes of the upstream access token (Kinde `scp` array or `scope` string). */
   readonly scopes?: readonly string[] | undefined
+  /** The upstream session of this sign-in (the ID token's `sid`), which back-channel logout names. */
+  readonly sid?: string | undefined
 }
 
 /** One sign-in's secrets for the upstream leg, created per transaction and used once. */
@@ -76,6 +79,11 @@ export interface Upstream {
   revoke(token: string, hint: 'access_token' | 'refresh_token'): Promise<void>
   /** The upstream userinfo endpoint, called with the user's upstream access token. */
   userinfo(accessToken: string): Promise<Record<string, unknown>>
+  /**
+   * Verifies a back-channel logout token (OIDC Back-Channel Logout 1.0 §2.6) against the
+   * upstream's JWKS and this client; see `verifyLogoutToken` in `logout-token.ts`.
+   */
+  verifyLogoutToken(logoutToken: string): Promise<LogoutClaims>
   /**
    * Fetches the discovery document now (kept once it succeeds), so that a misconfigured or
    * unreachable provider shows at start-up rather than at the first sign-in.

@@ -55,6 +55,8 @@ export type Endpoint =
   | 'token'
   | 'revoke'
   | 'mcp'
+  | 'account'
+  | 'backchannel-logout'
 
 /** What an answer is checked against. */
 export interface Expectations {
@@ -134,6 +136,9 @@ const JSON_ERRORS: Record<Endpoint, readonly string[]> = {
   authorize: ['invalid_request'],
   consent: ['invalid_request'],
   callback: ['invalid_request'],
+  account: ['invalid_request'],
+  // OIDC Back-Channel Logout 1.0 §2.8: every refusal is a 400 invalid_request.
+  'backchannel-logout': ['invalid_request'],
 }
 
 /** RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E. */
@@ -191,7 +196,7 @@ export function assertWellBehaved(ex: Exchange, expected: Expectations): void {
   }
 
   if (expected.method === 'OPTIONS') return
-  if (['register', 'token', 'revoke'].includes(expected.endpoint)) {
+  if (['register', 'token', 'revoke', 'backchannel-logout'].includes(expected.endpoint)) {
     expect(res.headers.get('cache-control'), where).toBe('no-store')
   }
   if (res.status >= 300 && res.status < 400) {
@@ -204,7 +209,7 @@ export function assertWellBehaved(ex: Exchange, expected: Expectations): void {
   if (expected.method === 'HEAD') return
   const type = res.headers.get('content-type') ?? ''
   if (type.startsWith('text/html')) {
-    expect(['authorize', 'consent', 'callback'], where).toContain(expected.endpoint)
+    expect(['authorize', 'consent', 'callback', 'account'], where).toContain(expected.endpoint)
     expect([400, 403, 429], where).toContain(res.status)
     expect(res.headers.get('x-frame-options'), where).toBe('DENY')
     expect(res.headers.get('cache-control'), where).toBe('no-store')

@@ -70,6 +70,8 @@ export async function signInForCode(
     state: string
     scope?: string
     resource?: string
+    /** The upstream user who signs in (a sub or an email); default the upstream's first. */
+    user?: string
   },
 ): Promise<{ code: string; verifier: string; back: URL }> {
   const { verifier, challenge } = pkce()
@@ -85,6 +87,7 @@ export async function signInForCode(
       resource: request.resource,
       state: request.state,
     }),
+    { user: request.user },
   )
   const code = back.searchParams.get('code')
   if (!code) throw new Error(`no code in ${back.href}`)

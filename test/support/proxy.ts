@@ -36,6 +36,8 @@ export interface StartProxyOptions {
   fetch?: typeof fetch
   /** The proxy's clock (token lifetimes, the verifier's cache); default the wall clock. */
   clock?: Clock
+  /** Register `PUBLIC_URL/backchannel-logout` at the upstream (its ID tokens then carry `sid`). */
+  backchannelLogout?: boolean
   /** How the proxy fetches client metadata documents and JWK Sets (tests lift the address guard). */
   metadataDocuments?: Partial<MetadataDocumentOptions>
 }
@@ -61,7 +63,11 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
   const url = `http://127.0.0.1:${port}`
   const upstream = await startUpstream({
     flavor: options.flavor,
-    client: { ...PROXY_CLIENT, redirect_uris: [`${url}/callback`] },
+    client: {
+      ...PROXY_CLIENT,
+      redirect_uris: [`${url}/callback`],
+      ...(options.backchannelLogout ? { backchannel_logout_uri: `${url}/backchannel-logout` } : {}),
+    },
     ...options.upstream,
   })
   const prefix = uniquePrefix(`proxy-${options.flavor}`)

@@ -41,11 +41,19 @@ export async function deleteKeys(prefix: string): Promise<void> {
 }
 
 // Shortens a key's remaining life by ARGV[1] ms, deleting it when none is left; keys without
-// a TTL are left alone.
+// a TTL are left alone. The members of a sorted-set index are scored by when they expire
+// (seconds, Redis's clock): their scores move closer by as much.
 const SHORTEN_TTL = `
 local left = redis.call('PTTL', KEYS[1])
 if left < 0 then return 0 end
-if left <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], left - tonumber(ARGV[1])) end
+if left <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) return 1 end
+redis.call('PEXPIRE', KEYS[1], left - tonumber(ARGV[1]))
+if redis.call('TYPE', KEYS[1]).ok == 'zset' then
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    redis.call('ZADD', KEYS[1], tonumber(members[i + 1]) - tonumber(ARGV[1]) / 1000, members[i])
+  end
+end
 return 1`
 
 /**
