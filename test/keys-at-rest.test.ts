@@ -34,7 +34,7 @@ async function dump(prefix: string): Promise<Map<string, string>> {
         expect(['string', 'zset']).toContain(type)
         const value =
           type === 'zset'
-            ? JSON.stringify(await redis.zrange(key, 0, -1, 'WITHSCORES'))
+            ? JSON.stringify(await redis.zrange(key, '0', '-1', 'WITHSCORES'))
             : ((await redis.get(key)) ?? '')
         values.set(key.slice(prefix.length), value)
       }
