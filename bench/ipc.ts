@@ -50,6 +50,8 @@ export type Command =
   | MintCodes
   /** At an upstream: the whole flow against a proxy, answering its access token. */
   | { readonly op: 'sign-in'; readonly proxyUrl: string }
+  /** At a proxy: an access token bound to the DPoP key with this thumbprint, as /token mints. */
+  | { readonly op: 'mint-dpop-token'; readonly jkt: string }
   | { readonly op: 'memory'; readonly gc: boolean }
   | { readonly op: 'profile-start'; readonly intervalMicros: number }
   | { readonly op: 'profile-stop'; readonly path: string }
@@ -65,6 +67,7 @@ export interface Memory {
 export interface CommandResult {
   'mint-codes': string[]
   'sign-in': string
+  'mint-dpop-token': string
   memory: Memory
   'profile-start': null
   'profile-stop': null

@@ -9,10 +9,11 @@
  *   npm run bench -- --quick     1 round × 2 s, 1,000 sessions, no profiles, no RESULTS.md
  *
  * Options: --duration S, --rounds N, --connections C, --sessions N (0 skips the memory run),
- * --no-profile, --only session,stateless,modern,token,register,token-cluster,token-sentinel
- * (bare Hono always runs), --out FILE.
+ * --no-profile, --only session,stateless,dpop,modern,token,register,token-cluster,
+ * token-sentinel (bare Hono always runs), --out FILE.
  */
 import { execFileSync } from 'node:child_process'
+import { createHash, generateKeyPairSync, type KeyObject, randomUUID, sign } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
@@ -20,6 +21,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type autocannon from 'autocannon'
 import { Redis } from 'ioredis'
+import { calculateJwkThumbprint, type JWK } from 'jose'
 import { pkce, registerClient } from '../test/support/flow.js'
 import { initializeMessage, mcpRequest, PROTOCOL_VERSION } from '../test/support/mcp.js'
 import { freePort } from '../test/support/net.js'
@@ -198,6 +200,7 @@ const TARGET_KEYS = [
   'bare',
   'session',
   'stateless',
+  'dpop',
   'modern',
   'token',
   'register',
@@ -302,6 +305,40 @@ interface Servers {
   readonly stateless: SignedIn
 }
 
+/** A client's DPoP key, signing proofs the way a client does: one per request, unique jti. */
+interface DpopSigner {
+  readonly jkt: string
+  proofs(count: number, htu: string, accessToken: string): string[]
+}
+
+/**
+ * An ES256 DPoP key in the load generator. Proofs are signed ahead of a run (each is good
+ * once and for a minute), with node:crypto so that signing 10,000s takes a second or two.
+ */
+async function createDpopSigner(): Promise<DpopSigner> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const jwk = publicKey.export({ format: 'jwk' }) as JWK
+  const header = b64url(JSON.stringify({ alg: 'ES256', typ: 'dpop+jwt', jwk }))
+  const es256 = (input: string, key: KeyObject) =>
+    sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }).toString('base64url')
+  return {
+    jkt: await calculateJwkThumbprint(jwk),
+    proofs(count, htu, accessToken) {
+      const ath = createHash('sha256').update(accessToken).digest('base64url')
+      const iat = Math.floor(Date.now() / 1000)
+      return Array.from({ length: count }, () => {
+        const payload = b64url(JSON.stringify({ jti: randomUUID(), htm: 'POST', htu, iat, ath }))
+        const input = `${header}.${payload}`
+        return `${input}.${es256(input, privateKey)}`
+      })
+    },
+  }
+}
+
+function b64url(text: string): string {
+  return Buffer.from(text).toString('base64url')
+}
+
 async function createTargets(
   { bare, session, stateless }: Servers,
   options: Options,
@@ -312,6 +349,14 @@ async function createTargets(
   // Bare Hono gets byte for byte the requests the session proxy gets.
   const sessionHeaders = (i: number) => mcpHeaders(session.token, sessionIds[i % connections])
   const statelessHeaders = () => mcpHeaders(stateless.token)
+
+  // DPoP: a token bound to the load generator's key, and a fresh proof for every request,
+  // run by amount (each proof once), sized from the last measured rate to last `seconds`.
+  const dpop = await createDpopSigner()
+  const dpopToken = await stateless.server.call({ op: 'mint-dpop-token', jkt: dpop.jkt })
+  const dpopHeaders = { ...mcpHeaders(dpopToken), authorization: `DPoP ${dpopToken}` }
+  let dpopRate = 3000
+  let proofs: string[] = []
 
   const registration = JSON.stringify({
     client_name: 'bench client [<id>]',
@@ -357,6 +402,40 @@ async function createTargets(
           duration,
           expect: listsTools,
         }),
+    },
+    {
+      key: 'dpop',
+      label: '`tools/list`, DPoP-bound, stateless',
+      server: stateless.server,
+      goal: { ratio: 0.12 },
+      async prepare(seconds) {
+        const wanted = Math.min(MAX_CODES, Math.max(connections, dpopRate * seconds))
+        proofs = dpop.proofs(wanted, `${stateless.server.url}/mcp`, dpopToken)
+      },
+      async run() {
+        const pool = proofs
+        if (pool.length === 0) throw new Error('dpop: prepare() signs the proofs a run uses')
+        proofs = []
+        let next = 0
+        const result = await runLoad(stateless.server, {
+          url: `${stateless.server.url}/mcp`,
+          connections,
+          amount: pool.length,
+          requests: [
+            {
+              method: 'POST',
+              body: TOOLS_LIST,
+              setupRequest: (request) => ({
+                ...request,
+                headers: { ...dpopHeaders, dpop: pool[next++ % pool.length] ?? '' },
+              }),
+            },
+          ],
+          expect: listsTools,
+        })
+        if (result.okPerSecond > 0) dpopRate = result.okPerSecond
+        return result
+      },
     },
     {
       key: 'modern',
@@ -559,6 +638,10 @@ function settings(options: Options): string {
       'all with one real access token from the full flow (DCR, PKCE, consent, upstream login, ' +
       'code exchange); the verifier’s cache holds it, as for a client reusing its token.',
     '- **stateless**: `MCP_SESSIONS=stateless`, each POST a self-contained `tools/list`.',
+    '- **DPoP-bound**: the stateless proxy with a token bound to an ES256 key (`cnf.jkt`), sent ' +
+      'as `Authorization: DPoP` with a fresh proof (unique `jti`, `ath`) per request, signed in ' +
+      'the load generator before each run; the server verifies every proof and records its ' +
+      '`jti` in Redis (the token itself comes from the verifier’s cache).',
     '- **2026-07-28**: the session proxy answering the modern era’s `tools/list` (per-request ' +
       '`_meta`, `MCP-Protocol-Version: 2026-07-28`, `Mcp-Method`), which needs no session.',
     '- **/token**: authorization-code exchanges by a public client with PKCE, each code used ' +
@@ -690,7 +773,9 @@ async function main(): Promise<void> {
 
     const profiles = options.profile
       ? await profileTargets(
-          targets.filter((t) => ['session', 'stateless', 'modern', 'token'].includes(t.key)),
+          targets.filter((t) =>
+            ['session', 'stateless', 'dpop', 'modern', 'token'].includes(t.key),
+          ),
           options,
         )
       : []

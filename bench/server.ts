@@ -14,6 +14,7 @@ import { Hono } from 'hono'
 import { loadConfig } from '../src/config.js'
 import type { Deps } from '../src/deps.js'
 import { startServer } from '../src/server.js'
+import { mintAccessToken } from '../src/tokens/access-token.js'
 import { createGrant, issueCode } from '../src/tokens/grants.js'
 import { accessTokenOf, serveApp, signedInProvider } from '../test/support/mcp.js'
 import { PROXY_CLIENT, upstreamEnv } from '../test/support/proxy.js'
@@ -148,6 +149,21 @@ async function main(): Promise<void> {
       case 'mint-codes':
         if (!running.deps) throw new Error('only a proxy mints codes')
         return mintCodes(running.deps, command)
+      case 'mint-dpop-token': {
+        if (!running.deps) throw new Error('only a proxy mints tokens')
+        const now = running.deps.clock.now()
+        const { token } = await mintAccessToken(running.deps, {
+          sub: 'bench-dpop-user',
+          clientId: 'bench-dpop-client',
+          scopes: ['openid', 'profile', 'email'],
+          actor: 'user',
+          email: 'dpop@bench.test',
+          upstream: { at: upstreamTokens(now).accessToken, exp: now + 3600 },
+          upstreamRefreshable: false,
+          jkt: command.jkt,
+        })
+        return token
+      }
       case 'memory': {
         if (command.gc) (globalThis as { gc?: () => void }).gc?.()
         const { rss, heapUsed, external } = process.memoryUsage()

@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs'
+import type { JSONWebKeySet } from 'jose'
 import { z } from 'zod'
 import { isLoopbackHost } from './loopback.js'
+import { PublicJwks } from './oauth/client-keys.js'
 import { checkRedirectUri } from './oauth/redirect-uri.js'
 import type { RedisStoreOptions } from './store/redis.js'
 
@@ -27,6 +29,8 @@ export interface StaticClientSettings {
   readonly clientName: string
   readonly redirectUris: readonly string[]
   readonly grantTypes: readonly string[]
+  /** Public keys of a `private_key_jwt` client (RFC 7523), instead of a secret. */
+  readonly jwks?: JSONWebKeySet | undefined
 }
 
 /** Everything the proxy needs to know at start-up, parsed once and frozen. */
@@ -108,6 +112,8 @@ export interface Config {
   readonly auditLog: string | undefined
   /** Bearer token that `/metrics` requires; undefined leaves it open (firewall it instead). */
   readonly metricsToken: string | undefined
+  /** Issue and accept DPoP-bound tokens only (RFC 9449): `/token` refuses requests without a proof. */
+  readonly dpopRequired: boolean
 }
 
 /** Start-up configuration is wrong; `problems` has one line per variable. */
@@ -234,6 +240,7 @@ const staticClient = z.object({
   grant_types: z
     .array(z.enum(['authorization_code', 'refresh_token']))
     .default(['authorization_code', 'refresh_token']),
+  jwks: PublicJwks.optional(),
 })
 
 const staticClients = z
@@ -255,6 +262,13 @@ const staticClients = z
       return z.NEVER
     }
     for (const [i, client] of parsed.data.entries()) {
+      if (client.jwks && client.client_secret) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${i}: client_secret and jwks are two authentication methods; keep one`,
+        })
+        return z.NEVER
+      }
       for (const uri of client.redirect_uris) {
         const problem = checkRedirectUri(uri, 'native')
         if (problem) {
@@ -270,6 +284,7 @@ const staticClients = z
         clientName: client.client_name ?? client.client_id,
         redirectUris: client.redirect_uris,
         grantTypes: client.grant_types,
+        jwks: client.jwks as JSONWebKeySet | undefined,
       }),
     )
   })
@@ -383,6 +398,7 @@ const EnvSchema = z.object({
   AUDIT_LOG: nonEmpty.optional(),
   METRICS_TOKEN: z.string().trim().min(16, 'must be at least 16 characters').optional(),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DPOP_REQUIRED: bool(false),
 })
 
 type Env = z.output<typeof EnvSchema>
@@ -478,6 +494,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     logLevel: vars.LOG_LEVEL,
     auditLog: vars.AUDIT_LOG,
     metricsToken: vars.METRICS_TOKEN,
+    dpopRequired: vars.DPOP_REQUIRED,
   })
 }
 

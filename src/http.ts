@@ -83,7 +83,7 @@ export function hasMediaType(c: Context, type: string): boolean {
 export function publicCors(allowMethods: string[]): MiddlewareHandler {
   return anyOriginCors({
     allowMethods: [...allowMethods, 'OPTIONS'],
-    allowHeaders: ['Authorization', 'Content-Type', 'MCP-Protocol-Version'],
+    allowHeaders: ['Authorization', 'Content-Type', 'MCP-Protocol-Version', 'DPoP'],
     exposeHeaders: ['WWW-Authenticate'],
     maxAge: 86_400,
   })

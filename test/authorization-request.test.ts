@@ -106,8 +106,8 @@ describe('checkAuthorizationRequest', () => {
     expect(request?.scopes).toEqual(['openid', 'tools:read', 'offline_access'])
   })
 
-  it('accepts this server’s resource, with or without a trailing slash (RFC 8707)', () => {
-    const resource = [config.resource, `${config.resource}/`]
+  it('accepts this server’s resource, with or without a trailing slash or a query (RFC 8707)', () => {
+    const resource = [config.resource, `${config.resource}/`, `${config.resource}?chatgpt=1`]
     expect(
       outcome(checkAuthorizationRequest(config, query({ resource }), client())).request,
     ).toBeDefined()
@@ -206,6 +206,18 @@ describe('checkAuthorizationRequest', () => {
     [
       'another resource',
       { resource: 'https://other.example/mcp' },
+      'invalid_target',
+      `resource must be ${config.resource}`,
+    ],
+    [
+      'another path of this server, with a query',
+      { resource: `${config.resource}-admin?x=1` },
+      'invalid_target',
+      `resource must be ${config.resource}`,
+    ],
+    [
+      'this resource with a fragment',
+      { resource: `${config.resource}#f` },
       'invalid_target',
       `resource must be ${config.resource}`,
     ],

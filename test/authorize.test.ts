@@ -239,6 +239,17 @@ describe('GET /authorize', () => {
         { resource: 'https://other.example/mcp' },
       ],
       ['invalid_target', 'resource names another path here', { resource: 'PROXY/other' }],
+      [
+        'invalid_target',
+        'resource names another path with a query',
+        { resource: 'PROXY/mcp-admin?x=1' },
+      ],
+      ['invalid_target', 'resource carries a fragment', { resource: 'PROXY/mcp#frag' }],
+      [
+        'invalid_target',
+        'resource names another server with the MCP path in its query',
+        { resource: 'https://other.example/?u=PROXY/mcp' },
+      ],
       ['interaction_required', 'prompt is none', { prompt: 'none' }],
       ['interaction_required', 'prompt includes none', { prompt: 'login none' }],
     ])('redirects %s to the client when %s', async (error, _case, overrides) => {
@@ -291,6 +302,12 @@ describe('GET /authorize', () => {
 
     it('accepts the MCP resource with a trailing slash', async () => {
       const res = await get(valid({ resource: `${proxy.url}/mcp/` }))
+      expect(res.status).toBe(200)
+      expect(await res.text()).toContain('name="request_id"')
+    })
+
+    it('accepts the MCP resource with a query, as ChatGPT sends it', async () => {
+      const res = await get(valid({ resource: `${proxy.url}/mcp?workspace=w1&v=2` }))
       expect(res.status).toBe(200)
       expect(await res.text()).toContain('name="request_id"')
     })

@@ -379,11 +379,11 @@ describe('resolveMetadataDocumentClient validation', () => {
     ],
     [
       '/auth-basic',
-      'token_endpoint_auth_method: client_secret methods need a shared secret, which a metadata document cannot establish; use none',
+      'token_endpoint_auth_method: client_secret methods need a shared secret, which a metadata document cannot establish; use none or private_key_jwt',
     ],
     [
       '/auth-private-key-jwt',
-      'token_endpoint_auth_method: only none is supported for metadata document clients (private_key_jwt is not)',
+      'jwks_uri: private_key_jwt needs the client keys, in jwks_uri or jwks',
     ],
     ['/no-name', 'client_name: is required'],
     ['/no-redirect-uris', 'redirect_uris: is required'],

@@ -403,6 +403,30 @@ describe('loadConfig', () => {
     })
   })
 
+  it('reads a static private_key_jwt client’s public keys, never with a secret or a private key', () => {
+    const key = { kty: 'EC', crv: 'P-256', x: 'eA', y: 'eQ', kid: 'k1' }
+    const client = { client_id: 'agentic', redirect_uris: ['https://app.example.com/cb'] }
+    const config = loadConfig({
+      ...KINDE,
+      STATIC_CLIENTS: JSON.stringify([{ ...client, jwks: { keys: [key] } }]),
+    })
+    expect(config.staticClients[0]?.jwks).toEqual({ keys: [key] })
+    expect(
+      problemsOf({
+        ...KINDE,
+        STATIC_CLIENTS: JSON.stringify([{ ...client, client_secret: 's', jwks: { keys: [key] } }]),
+      }),
+    ).toEqual([
+      'STATIC_CLIENTS: 0: client_secret and jwks are two authentication methods; keep one',
+    ])
+    expect(
+      problemsOf({
+        ...KINDE,
+        STATIC_CLIENTS: JSON.stringify([{ ...client, jwks: { keys: [{ ...key, d: 'secret' }] } }]),
+      }),
+    ).toEqual(['STATIC_CLIENTS: 0.jwks.keys.0: must hold public keys only (no private members)'])
+  })
+
   it('accepts redis and rediss URLs only', () => {
     expect(loadConfig({ ...KINDE, REDIS_URL: 'rediss://cache.example.com:6380' }).redisUrl).toBe(
       'rediss://cache.example.com:6380',

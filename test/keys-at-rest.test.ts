@@ -18,7 +18,10 @@ const ROTATION = 30 * 86_400
 const SECRET_A = 'keys-at-rest-secret-a-0123456789abcdef'
 const SECRET_B = 'keys-at-rest-secret-b-0123456789abcdef'
 
-/** Every key under `prefix` with its value (all the proxy writes are strings). */
+/**
+ * Every key under `prefix` with its value: strings as they are, the per-user grant indexes
+ * (sorted sets) as their members and scores, so nothing the proxy writes escapes the scan.
+ */
 async function dump(prefix: string): Promise<Map<string, string>> {
   const redis = new Redis(REDIS_URL)
   try {
@@ -27,8 +30,13 @@ async function dump(prefix: string): Promise<Map<string, string>> {
     do {
       const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
       for (const key of keys) {
-        expect(await redis.type(key)).toBe('string')
-        values.set(key.slice(prefix.length), (await redis.get(key)) ?? '')
+        const type = await redis.type(key)
+        expect(['string', 'zset']).toContain(type)
+        const value =
+          type === 'zset'
+            ? JSON.stringify(await redis.zrange(key, '0', '-1', 'WITHSCORES'))
+            : ((await redis.get(key)) ?? '')
+        values.set(key.slice(prefix.length), value)
       }
       cursor = next
     } while (cursor !== '0')

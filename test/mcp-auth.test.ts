@@ -112,6 +112,7 @@ describe('the bearer gate on /mcp', () => {
       'last-event-id',
       'mcp-method',
       'mcp-name',
+      'dpop',
     ])
   })
 

@@ -23,6 +23,8 @@ describe('protected-resource metadata (RFC 9728)', () => {
         scopes_supported: ['openid', 'profile', 'email', 'tools:read'],
         bearer_methods_supported: ['header'],
         resource_name: 'MCP server',
+        dpop_signing_alg_values_supported: ['ES256', 'ES384', 'RS256', 'PS256', 'EdDSA'],
+        dpop_bound_access_tokens_required: false,
       })
     },
   )
@@ -50,16 +52,33 @@ describe('authorization-server metadata (RFC 8414, OIDC Discovery)', () => {
           'none',
           'client_secret_basic',
           'client_secret_post',
+          'private_key_jwt',
+        ],
+        token_endpoint_auth_signing_alg_values_supported: [
+          'ES256',
+          'ES384',
+          'RS256',
+          'PS256',
+          'EdDSA',
         ],
         revocation_endpoint_auth_methods_supported: [
           'none',
           'client_secret_basic',
           'client_secret_post',
+          'private_key_jwt',
+        ],
+        revocation_endpoint_auth_signing_alg_values_supported: [
+          'ES256',
+          'ES384',
+          'RS256',
+          'PS256',
+          'EdDSA',
         ],
         scopes_supported: ['openid', 'profile', 'email', 'tools:read', 'offline_access'],
         client_id_metadata_document_supported: true,
         authorization_response_iss_parameter_supported: true,
         resource_indicators_supported: true,
+        dpop_signing_alg_values_supported: ['ES256', 'ES384', 'RS256', 'PS256', 'EdDSA'],
       })
     },
   )
@@ -71,6 +90,12 @@ describe('authorization-server metadata (RFC 8414, OIDC Discovery)', () => {
     expect(new URL('/.well-known/oauth-authorization-server', body.issuer).href).toBe(
       `${ISSUER}/.well-known/oauth-authorization-server`,
     )
+  })
+
+  it('says DPoP-bound tokens are required when DPOP_REQUIRED is set (RFC 9449 §5.1)', async () => {
+    const strict = await createTestApp({ env: { DPOP_REQUIRED: 'true' } })
+    const prm = await (await strict.app.request('/.well-known/oauth-protected-resource/mcp')).json()
+    expect(prm).toMatchObject({ dpop_bound_access_tokens_required: true })
   })
 
   it('reports client_id_metadata_document_supported false when CIMD is off', async () => {

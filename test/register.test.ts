@@ -184,7 +184,12 @@ describe('POST /register (RFC 7591)', () => {
     [
       { redirect_uris: ['https://a.example/cb'], token_endpoint_auth_method: 'private_key_jwt' },
       'invalid_client_metadata',
-      'token_endpoint_auth_method: must be none, client_secret_basic or client_secret_post',
+      'jwks_uri: private_key_jwt needs the client keys, in jwks_uri or jwks',
+    ],
+    [
+      { redirect_uris: ['https://a.example/cb'], token_endpoint_auth_method: 'tls_client_auth' },
+      'invalid_client_metadata',
+      'token_endpoint_auth_method: must be none, client_secret_basic, client_secret_post or private_key_jwt',
     ],
     [
       { redirect_uris: ['https://a.example/cb'], grant_types: ['implicit'] },

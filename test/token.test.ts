@@ -349,10 +349,18 @@ describe('POST /token', () => {
         codeRequest(publicClient, issued, { resource: 'https://other.example/mcp' }),
       )
       expectError(answer, 400, 'invalid_target')
+      const queried = await post(
+        proxy,
+        '/token',
+        codeRequest(publicClient, await obtainCode(proxy, publicClient), {
+          resource: `${proxy.url}/mcpx?a=b`,
+        }),
+      )
+      expectError(queried, 400, 'invalid_target')
     })
 
-    it('accepts the MCP resource, with or without a trailing slash', async () => {
-      for (const resource of [`${proxy.url}/mcp`, `${proxy.url}/mcp/`]) {
+    it('accepts the MCP resource, with or without a trailing slash or a query', async () => {
+      for (const resource of [`${proxy.url}/mcp`, `${proxy.url}/mcp/`, `${proxy.url}/mcp?a=b`]) {
         const issued = await obtainCode(proxy, publicClient)
         const answer = await post(proxy, '/token', codeRequest(publicClient, issued, { resource }))
         expect(answer.status).toBe(200)

@@ -13,7 +13,7 @@ import { anyOriginCors, hasMediaType, methodNotAllowed, readBody } from '../http
 import type { AccessTokenVerifier } from '../tokens/verifier.js'
 import { builtinTools } from './builtin-tools.js'
 import { forwardHandler } from './forward.js'
-import { type BearerGate, createBearerGate, scopesForToolCalls } from './gate.js'
+import { type BearerGate, createBearerGate, credentialsOf, scopesForToolCalls } from './gate.js'
 import { createModernEra, type ModernEra } from './modern.js'
 import { originGuard } from './origin.js'
 import { createServerFactory, type ServerFactory, type ServerInfo } from './server.js'
@@ -146,7 +146,7 @@ function gatedRequests(
 ): MiddlewareHandler<McpEnv> {
   return async function mcpBearerAuth(c, next) {
     const requestId = requestIdOf(c)
-    const presented = await gate.verify(c.req.header('authorization'), requestId)
+    const presented = await gate.verify(credentialsOf(c), requestId)
     const post = c.req.method === 'POST'
     let parsedBody: unknown
     if (post && hasMediaType(c, 'application/json')) {
@@ -179,6 +179,7 @@ const ALLOWED_HEADERS = [
   'Last-Event-ID',
   'Mcp-Method',
   'Mcp-Name',
+  'DPoP',
 ]
 /** An `Mcp-Param-{Name}` header (2026-07-28 `x-mcp-header`): `Name` is an RFC 9110 token. */
 const PARAM_HEADER = /^mcp-param-[!#$%&'*+.^_`|~0-9a-z-]+$/i

@@ -1,10 +1,33 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
+import type { Context } from 'hono'
 import type { Deps } from '../deps.js'
 import { OAuthError, StoreUnavailableError, unavailable } from '../errors.js'
 import type { VerifiedAccessToken } from '../tokens/access-token.js'
+import { authorizationToken, createDpopKeyCache, verifyDpopAtResource } from '../tokens/dpop.js'
 import { describeNeededScopes } from '../tokens/policy.js'
 import { bearerChallenge } from './challenge.js'
 import type { Caller } from './tools.js'
+
+/**
+ * What a request presents to the gate: its `Authorization` and `DPoP` headers, and the method
+ * and path a DPoP proof must name (RFC 9449 §4.3; the URL is `PUBLIC_URL` + path, never the Host).
+ */
+export interface Credentials {
+  readonly authorization: string | undefined
+  readonly dpop: string | undefined
+  readonly method: string
+  readonly path: string
+}
+
+/** A Hono request's credentials, for `verify` and `authenticate`. */
+export function credentialsOf(c: Context): Credentials {
+  return {
+    authorization: c.req.header('authorization'),
+    dpop: c.req.header('dpop'),
+    method: c.req.method,
+    path: c.req.path,
+  }
+}
 
 /** A request's bearer token, verified (signature, claims, revocation), not yet admitted. */
 export interface PresentedToken {
@@ -33,12 +56,15 @@ export interface AdmitOptions {
 
 /** The one bearer gate in front of the MCP resource's tokens: `/mcp` (both eras, forward mode included) and `requireAuth()`. */
 export interface BearerGate {
-  /** The `Authorization` header's token, verified; throws the 401 refusal (or 503). */
-  verify(authorization: string | undefined, requestId?: string): Promise<PresentedToken>
+  /**
+   * The `Authorization` header's token, verified, with its DPoP proof when it is bound to a
+   * key (RFC 9449 §7); throws the 401 refusal (or 503).
+   */
+  verify(credentials: Credentials, requestId?: string): Promise<PresentedToken>
   /** Checks `scopes` and resolves the upstream token; throws the 403/401 refusal (or 503). */
   admit(presented: PresentedToken, options?: AdmitOptions): Promise<Admitted>
   /** `verify`, then `admit`. */
-  authenticate(authorization: string | undefined, options?: AdmitOptions): Promise<Admitted>
+  authenticate(credentials: Credentials, options?: AdmitOptions): Promise<Admitted>
   /** A 401/403 carrying this resource's exact challenge (for refusals decided elsewhere). */
   refuse(
     status: 401 | 403,
@@ -50,14 +76,15 @@ export interface BearerGate {
 
 /**
  * The services a gate is made of: the instance's verifier (verification cache, revocation),
- * its upstream-token source (per-grant cache, renewal) and its audit trail (`mcp.denied`; a
- * missing token is no event). The gate keeps no state of its own, so gates built over the same
- * services are the same gate.
+ * its upstream-token source (per-grant cache, renewal), its audit trail (`mcp.denied`; a
+ * missing token is no event), and the store and clock of DPoP's replay cache. The gate keeps
+ * no state of its own but a cache of imported DPoP keys, so gates built over the same services
+ * are the same gate.
  */
-export type BearerGateDeps = Pick<Deps, 'config' | 'verifier' | 'upstreamTokens' | 'audit'>
-
-/** RFC 6750 §2.1 `b64token`, after the case-insensitive scheme name. */
-const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
+export type BearerGateDeps = Pick<
+  Deps,
+  'config' | 'verifier' | 'upstreamTokens' | 'audit' | 'store' | 'clock'
+>
 
 /**
  * Turns a request's credentials into a caller or a refusal, the same way for every protected
@@ -97,12 +124,16 @@ export function createBearerGate(deps: BearerGateDeps): BearerGate {
     return error
   }
 
-  const verify: BearerGate['verify'] = async (authorization, requestId) => {
-    const token = BEARER.exec(authorization ?? '')?.[1]
+  const dpop = { ...deps, keyCache: createDpopKeyCache() }
+
+  const verify: BearerGate['verify'] = async (credentials, requestId) => {
+    const presented = authorizationToken(credentials.authorization)
     // Body code for people reading it; the header carries none, as RFC 6750 §3.1 asks.
-    if (!token) throw refuse(401, undefined, 'an access token is required')
+    if (!presented) throw refuse(401, undefined, 'an access token is required')
+    const { token } = presented
+    let verified: VerifiedAccessToken
     try {
-      return { token, verified: await deps.verifier.verify(token) }
+      verified = await deps.verifier.verify(token)
     } catch (error) {
       const refusal = challenged(error)
       if (refusal instanceof OAuthError && refusal.code === 'invalid_token') {
@@ -110,6 +141,28 @@ export function createBearerGate(deps: BearerGateDeps): BearerGate {
       }
       throw refusal
     }
+    // The verifier's cache may skip the token; the proof is checked on every request.
+    const verdict = await verifyDpopAtResource(
+      dpop,
+      {
+        ...presented,
+        method: credentials.method,
+        url: `${config.issuer}${credentials.path}`,
+        proof: credentials.dpop,
+      },
+      verified,
+    )
+    if (!verdict.ok) {
+      audit('mcp.denied', { error: verdict.error, reason: verdict.description }, requestId)
+      // RFC 9449 §7.1: the DPoP challenge says what is wrong, next to the Bearer one.
+      throw new OAuthError(verdict.error, verdict.description, {
+        status: 401,
+        headers: {
+          'www-authenticate': `${bearerChallenge({ resourceMetadata, scopes: config.scopes })}, ${verdict.challenge}`,
+        },
+      })
+    }
+    return { token, verified }
   }
 
   const admit: BearerGate['admit'] = async ({ token, verified }, options = {}) => {
@@ -157,8 +210,8 @@ export function createBearerGate(deps: BearerGateDeps): BearerGate {
   return {
     verify,
     admit,
-    authenticate: async (authorization, options) =>
-      admit(await verify(authorization, options?.requestId), options),
+    authenticate: async (credentials, options) =>
+      admit(await verify(credentials, options?.requestId), options),
     refuse,
   }
 }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino'
 import { requestIdOf } from '../audit.js'
 import { ConfigError } from '../config.js'
 import { refusalResponse } from '../errors.js'
-import { type BearerGateDeps, createBearerGate } from './gate.js'
+import { type BearerGateDeps, createBearerGate, credentialsOf } from './gate.js'
 import type { Caller } from './tools.js'
 
 /**
@@ -57,7 +57,7 @@ export function requireBearer(
   return async function requireAuth(c, next) {
     let auth: RequestAuth
     try {
-      const { caller, verified } = await gate.authenticate(c.req.header('authorization'), {
+      const { caller, verified } = await gate.authenticate(credentialsOf(c), {
         scopes: required,
         requestId: requestIdOf(c),
       })

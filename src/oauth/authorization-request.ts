@@ -2,6 +2,7 @@ import type { Config } from '../config.js'
 import { OAuthError } from '../errors.js'
 import type { Client } from './client.js'
 import { redirectUriMatches } from './redirect-uri.js'
+import { isThisResource } from './resource.js'
 
 const PKCE_S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const MAX_STATE_LENGTH = 2048
@@ -118,7 +119,7 @@ export function checkAuthorizationRequest(
   if (unsupported) return fail('invalid_scope', `scope ${unsupported} is not supported`)
   const scopes = requestedScopes.length ? [...new Set(requestedScopes)] : [...config.scopes]
   // RFC 8707 §2 allows several resource parameters; this server is the only one it serves.
-  const foreign = query.getAll('resource').find((r) => r.replace(/\/$/, '') !== config.resource)
+  const foreign = query.getAll('resource').find((r) => !isThisResource(r, config.resource))
   if (foreign !== undefined) return fail('invalid_target', `resource must be ${config.resource}`)
   const prompt = (param('prompt') ?? '').split(' ')
   if (prompt.includes('none'))

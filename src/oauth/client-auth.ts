@@ -2,6 +2,7 @@ import { safeEqual, sha256 } from '../crypto.js'
 import { OAuthError } from '../errors.js'
 import type { Client } from './client.js'
 import type { Clients } from './clients.js'
+import { assertionClientId } from './private-key-jwt.js'
 
 /** `Authorization: Basic` credentials (RFC 6749 §2.3.1: form-urlencoded id and secret). */
 export function basicCredentials(
@@ -24,14 +25,20 @@ export function basicCredentials(
 
 /**
  * Authenticates the client at the token and revocation endpoints by its registered method
- * (RFC 6749 §2.3, RFC 7591 §2): `client_secret_basic`, `client_secret_post`, or `none` with
- * just `client_id`. Secrets are compared as hashes in constant time. Failures are
- * `invalid_client` (401, with a Basic challenge when Basic was tried, RFC 6749 §5.2).
+ * (RFC 6749 §2.3, RFC 7591 §2): `client_secret_basic`, `client_secret_post`, `private_key_jwt`
+ * (RFC 7523 §2.2: a `client_assertion`, `client_id` optional), or `none` with just
+ * `client_id`. Secrets are compared as hashes in constant time. Failures are `invalid_client`
+ * (401, with a Basic challenge when Basic was tried, RFC 6749 §5.2).
  */
 export async function authenticateClient(
   clients: Clients,
   authorization: string | undefined,
-  params: { client_id?: string | undefined; client_secret?: string | undefined },
+  params: {
+    client_id?: string | undefined
+    client_secret?: string | undefined
+    client_assertion?: string | undefined
+    client_assertion_type?: string | undefined
+  },
 ): Promise<Client> {
   const basic = basicCredentials(authorization)
   if (authorization && /^Basic\b/i.test(authorization) && !basic) {
@@ -49,7 +56,17 @@ export async function authenticateClient(
       'client_id in the body differs from the Basic credentials',
     )
   }
-  const clientId = basic?.id ?? params.client_id
+  const assertion = params.client_assertion
+  if (
+    (assertion !== undefined || params.client_assertion_type !== undefined) &&
+    (basic || params.client_secret !== undefined)
+  ) {
+    throw new OAuthError(
+      'invalid_request',
+      'use one client authentication method, not a client assertion and a secret together',
+    )
+  }
+  const clientId = basic?.id ?? params.client_id ?? assertionClientId(assertion)
   const challenge = basic
     ? { 'www-authenticate': 'Basic realm="token", charset="UTF-8"' }
     : undefined
@@ -72,13 +89,20 @@ export async function authenticateClient(
     ? 'client_secret_basic'
     : params.client_secret !== undefined
       ? 'client_secret_post'
-      : 'none'
+      : assertion !== undefined || params.client_assertion_type !== undefined
+        ? 'private_key_jwt'
+        : 'none'
   if (client.tokenEndpointAuthMethod === 'none') {
     if (method !== 'none') throw fail('this client is public and has no secret')
     return client
   }
   if (method !== client.tokenEndpointAuthMethod) {
     throw fail(`this client must authenticate with ${client.tokenEndpointAuthMethod}`)
+  }
+  if (method === 'private_key_jwt') {
+    if (!assertion) throw fail('client_assertion is missing')
+    await clients.verifyAssertion(client, assertion, params.client_assertion_type)
+    return client
   }
   if (!secret || !client.clientSecretHash || !safeEqual(sha256(secret), client.clientSecretHash)) {
     throw fail('client authentication failed')

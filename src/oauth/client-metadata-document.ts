@@ -251,17 +251,18 @@ function toClient(clientId: string, doc: unknown, fetchedAt: number): Client {
     }
   }
   const method = fields.token_endpoint_auth_method
-  if (method !== undefined && method !== 'none') {
+  // private_key_jwt (ChatGPT's connector) needs no shared secret: the keys are the client's.
+  if (method !== undefined && method !== 'none' && method !== 'private_key_jwt') {
     throw new OAuthError(
       'invalid_client',
       typeof method === 'string' && method.startsWith('client_secret')
-        ? 'token_endpoint_auth_method: client_secret methods need a shared secret, which a metadata document cannot establish; use none'
-        : 'token_endpoint_auth_method: only none is supported for metadata document clients (private_key_jwt is not)',
+        ? 'token_endpoint_auth_method: client_secret methods need a shared secret, which a metadata document cannot establish; use none or private_key_jwt'
+        : 'token_endpoint_auth_method: must be none or private_key_jwt for metadata document clients',
     )
   }
   let metadata: ValidatedClientMetadata
   try {
-    metadata = validateClientMetadata({ ...fields, token_endpoint_auth_method: 'none' })
+    metadata = validateClientMetadata({ ...fields, token_endpoint_auth_method: method ?? 'none' })
   } catch (error) {
     // At /authorize and /token an unusable client_id is invalid_client (RFC 6749 §5.2), not a
     // registration error.
@@ -286,7 +287,10 @@ function parseJson(body: string): unknown {
 }
 
 /** RFC 9111 §5.2.2: no-store and no-cache (which would need revalidation) mean no caching. */
-function cacheSeconds(cacheControl: string | undefined, opts: MetadataDocumentOptions): number {
+export function cacheSeconds(
+  cacheControl: string | undefined,
+  opts: MetadataDocumentOptions,
+): number {
   let maxAge: number | undefined
   for (const directive of (cacheControl ?? '').toLowerCase().split(',')) {
     const [name, raw] = directive.trim().split('=', 2)
@@ -305,7 +309,7 @@ const JSON_MEDIA_TYPE = /^(application\/json|[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+
  * `lookup`, so a DNS answer that changes between check and connect cannot slip through), TLS
  * verification pinned on, no redirects, a byte cap and one timer for the whole exchange.
  */
-function fetchDocument(
+export function fetchDocument(
   url: URL,
   opts: MetadataDocumentOptions,
 ): Promise<{ body: string; cacheControl: string | undefined }> {

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { OAuthError } from '../errors.js'
 import type { Client, ClientGrantType, TokenEndpointAuthMethod } from './client.js'
+import { ASSERTION_ALGS, PublicJwks } from './client-keys.js'
 import { type ApplicationType, checkRedirectUri, inferApplicationType } from './redirect-uri.js'
 
 const MAX_REDIRECT_URIS = 20
@@ -22,9 +23,14 @@ const ClientMetadataSchema = z.object({
     .min(1, 'must list at least one redirect URI')
     .max(MAX_REDIRECT_URIS, `must list at most ${MAX_REDIRECT_URIS} redirect URIs`),
   token_endpoint_auth_method: z
-    .enum(['none', 'client_secret_basic', 'client_secret_post'], {
-      error: 'must be none, client_secret_basic or client_secret_post',
+    .enum(['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'], {
+      error: 'must be none, client_secret_basic, client_secret_post or private_key_jwt',
     })
+    .optional(),
+  jwks: PublicJwks.optional(),
+  jwks_uri: httpsUrl.optional(),
+  token_endpoint_auth_signing_alg: z
+    .enum(ASSERTION_ALGS, { error: `must be one of ${ASSERTION_ALGS.join(', ')}` })
     .optional(),
   grant_types: z
     .array(z.string())
@@ -108,7 +114,9 @@ export function validateClientMetadata(input: unknown): ValidatedClientMetadata 
   }
   const tokenEndpointAuthMethod: TokenEndpointAuthMethod =
     metadata.token_endpoint_auth_method ?? 'client_secret_basic'
+  const keys = clientKeys(tokenEndpointAuthMethod, metadata)
   return {
+    ...keys,
     tokenEndpointAuthMethod,
     applicationType,
     redirectUris: [...new Set(metadata.redirect_uris)],
@@ -123,5 +131,30 @@ export function validateClientMetadata(input: unknown): ValidatedClientMetadata 
     scope: metadata.scope,
     softwareId: metadata.software_id,
     softwareVersion: metadata.software_version,
+  }
+}
+
+/**
+ * The keys of a `private_key_jwt` client (RFC 7591 §2): exactly one of `jwks` and `jwks_uri`.
+ * Other clients' keys are dropped: nothing here would ever use them.
+ */
+function clientKeys(
+  method: TokenEndpointAuthMethod,
+  metadata: z.output<typeof ClientMetadataSchema>,
+): Pick<Client, 'jwks' | 'jwksUri' | 'tokenEndpointAuthSigningAlg'> {
+  if (method !== 'private_key_jwt') return {}
+  if (metadata.jwks && metadata.jwks_uri) {
+    throw new OAuthError('invalid_client_metadata', 'jwks: must not be sent together with jwks_uri')
+  }
+  if (!metadata.jwks && !metadata.jwks_uri) {
+    throw new OAuthError(
+      'invalid_client_metadata',
+      'jwks_uri: private_key_jwt needs the client keys, in jwks_uri or jwks',
+    )
+  }
+  return {
+    jwks: metadata.jwks as Client['jwks'],
+    jwksUri: metadata.jwks_uri,
+    tokenEndpointAuthSigningAlg: metadata.token_endpoint_auth_signing_alg,
   }
 }

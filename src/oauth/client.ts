@@ -1,7 +1,12 @@
+import type { JSONWebKeySet } from 'jose'
 import type { ApplicationType } from './redirect-uri.js'
 
 /** RFC 7591 §2 `token_endpoint_auth_method` values the proxy accepts. */
-export type TokenEndpointAuthMethod = 'none' | 'client_secret_basic' | 'client_secret_post'
+export type TokenEndpointAuthMethod =
+  | 'none'
+  | 'client_secret_basic'
+  | 'client_secret_post'
+  | 'private_key_jwt'
 
 /** Grants a client may be registered for; `client_credentials` belongs to upstream M2M apps. */
 export type ClientGrantType = 'authorization_code' | 'refresh_token'
@@ -34,6 +39,12 @@ export interface Client {
   readonly softwareVersion?: string | undefined
   /** Seconds since the epoch (RFC 7591 §3.2.1 `client_id_issued_at`). */
   readonly clientIdIssuedAt: number
+  /** `private_key_jwt` clients: their public keys, inline (RFC 7591 §2 `jwks`)… */
+  readonly jwks?: JSONWebKeySet | undefined
+  /** …or where to fetch them (`jwks_uri`, https); never both. */
+  readonly jwksUri?: string | undefined
+  /** The one algorithm the client signs assertions with, when it registered one. */
+  readonly tokenEndpointAuthSigningAlg?: string | undefined
 }
 
 /** The RFC 7591 §3.2.1 metadata of a client, as returned by `/register`. */
@@ -55,6 +66,9 @@ export function toClientMetadata(client: Client): Record<string, unknown> {
     scope: client.scope,
     software_id: client.softwareId,
     software_version: client.softwareVersion,
+    jwks: client.jwks,
+    jwks_uri: client.jwksUri,
+    token_endpoint_auth_signing_alg: client.tokenEndpointAuthSigningAlg,
   }
   for (const key of Object.keys(metadata)) if (metadata[key] === undefined) delete metadata[key]
   return metadata

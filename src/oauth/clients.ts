@@ -10,6 +10,7 @@ import {
   isRefusedMetadataDocumentUrl,
   resolveMetadataDocumentClient,
 } from './client-metadata-document.js'
+import { type AssertionVerifier, createAssertionVerifier } from './private-key-jwt.js'
 
 /** Finds and registers clients, whichever way they were registered. */
 export interface Clients {
@@ -27,6 +28,8 @@ export interface Clients {
    * store round trip for a client `find` returned that was touched within the day.
    */
   touch(client: Client): Promise<void>
+  /** Checks a `private_key_jwt` assertion against the client's keys (RFC 7523 §3). */
+  verifyAssertion: AssertionVerifier['verify']
 }
 
 // A registration nobody has used yet lives a day; use extends it to CLIENT_IDLE_TTL_SECONDS.
@@ -66,7 +69,12 @@ export function createClients(
         clientId: settings.clientId,
         source: 'static',
         clientSecretHash: settings.clientSecret ? sha256(settings.clientSecret) : undefined,
-        tokenEndpointAuthMethod: settings.clientSecret ? 'client_secret_basic' : 'none',
+        tokenEndpointAuthMethod: settings.jwks
+          ? 'private_key_jwt'
+          : settings.clientSecret
+            ? 'client_secret_basic'
+            : 'none',
+        jwks: settings.jwks,
         applicationType: 'native',
         redirectUris: settings.redirectUris,
         grantTypes: settings.grantTypes as Client['grantTypes'],
@@ -77,7 +85,11 @@ export function createClients(
     ]),
   )
 
+  const assertions = createAssertionVerifier(deps)
+
   return {
+    verifyAssertion: (client, assertion, type) => assertions.verify(client, assertion, type),
+
     async find(clientId) {
       const fixed = statics.get(clientId)
       if (fixed) return fixed
@@ -111,6 +123,17 @@ export function createClients(
         }
         await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
         await store.put(dedupeKey(fingerprint), client.clientId, unusedTtl)
+        return { client }
+      }
+      if (metadata.tokenEndpointAuthMethod === 'private_key_jwt') {
+        // Its keys are its credentials: no secret, and no sharing of ids between registrations.
+        const client: Client = {
+          ...metadata,
+          clientId: randomToken(16),
+          source: 'dynamic',
+          clientIdIssuedAt: now,
+        }
+        await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
         return { client }
       }
       const clientSecret = randomToken(32)

@@ -2,6 +2,8 @@ import { Hono } from 'hono'
 import type { Config } from '../config.js'
 import type { Deps } from '../deps.js'
 import { methodNotAllowed, publicCors } from '../http.js'
+import { DPOP_ALGS } from '../tokens/dpop.js'
+import { ASSERTION_ALGS } from './client-keys.js'
 
 /** RFC 9728 §2 protected-resource metadata for the MCP endpoint. */
 export function protectedResourceMetadata(config: Config) {
@@ -13,13 +15,15 @@ export function protectedResourceMetadata(config: Config) {
     scopes_supported: config.scopes,
     bearer_methods_supported: ['header'],
     resource_name: 'MCP server',
+    dpop_signing_alg_values_supported: DPOP_ALGS,
+    dpop_bound_access_tokens_required: config.dpopRequired,
   }
 }
 
 /** RFC 8414 §2 authorization-server metadata, also served as OIDC discovery. */
 export function authorizationServerMetadata(config: Config) {
   const at = (path: string) => `${config.issuer}${path}`
-  const authMethods = ['none', 'client_secret_basic', 'client_secret_post']
+  const authMethods = ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']
   return {
     issuer: config.issuer,
     authorization_endpoint: at('/authorize'),
@@ -32,11 +36,14 @@ export function authorizationServerMetadata(config: Config) {
     grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
     code_challenge_methods_supported: ['S256'],
     token_endpoint_auth_methods_supported: authMethods,
+    token_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
     revocation_endpoint_auth_methods_supported: authMethods,
+    revocation_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
     scopes_supported: [...config.scopes, 'offline_access'],
     client_id_metadata_document_supported: config.clientIdMetadataDocuments,
     authorization_response_iss_parameter_supported: true,
     resource_indicators_supported: true,
+    dpop_signing_alg_values_supported: DPOP_ALGS,
   }
 }
 

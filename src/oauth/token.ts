@@ -8,6 +8,7 @@ import { clientIp, methodNotAllowed, publicCors } from '../http.js'
 import { consumeRate, createFailureLimit } from '../rate-limit.js'
 import type { StoreEntry } from '../store/store.js'
 import { type Actor, mintAccessToken } from '../tokens/access-token.js'
+import { createDpopKeyCache, type DpopProof, dpopAtTokenEndpoint } from '../tokens/dpop.js'
 import {
   codeGrantId,
   findGrant,
@@ -29,6 +30,8 @@ import type { Client } from './client.js'
 import { authenticateClient, basicCredentials } from './client-auth.js'
 import type { Clients } from './clients.js'
 import { readForm } from './form.js'
+import { isThisResource } from './resource.js'
+import { bindRefreshFamily, requireRefreshBinding, tokenType } from './token-dpop.js'
 
 type RouteDeps = Deps
 type Form = Record<string, string>
@@ -36,7 +39,7 @@ type Form = Record<string, string>
 /** The successful token response (RFC 6749 §5.1). */
 interface TokenResponse {
   access_token: string
-  token_type: 'Bearer'
+  token_type: 'Bearer' | 'DPoP'
   expires_in: number
   scope: string
   refresh_token?: string
@@ -47,6 +50,7 @@ const CODE_VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/
 /** `POST /token` (OAuth 2.1 §3.2): authorization_code, refresh_token, client_credentials. */
 export function tokenRoutes(deps: RouteDeps, clients: Clients) {
   const app = new Hono()
+  const dpopKeys = createDpopKeyCache()
   // A client_id is public (identical registrations share one, CIMD ids are URLs), so counting
   // every request per client_id let anyone lock a client's users out. Failures are counted per
   // address instead, and a client's own count moves only once the request proved itself.
@@ -70,12 +74,14 @@ export function tokenRoutes(deps: RouteDeps, clients: Clients) {
       const handler = Object.hasOwn(GRANTS, grantType) ? GRANTS[grantType] : undefined
       if (!handler)
         throw new OAuthError('unsupported_grant_type', `grant_type ${grantType} is not supported`)
+      const proof = await dpopAtTokenEndpoint({ ...deps, keyCache: dpopKeys }, c.req.header('dpop'))
       const body = await handler(
         forRequest(deps, c),
         clients,
         c.req.header('authorization'),
         form,
         countClient,
+        proof,
       )
       return c.json(body, 200, NO_STORE)
     } catch (error) {
@@ -105,6 +111,7 @@ type GrantHandler = (
   authorization: string | undefined,
   form: Form,
   countClient: CountClient,
+  proof: DpopProof | undefined,
 ) => Promise<TokenResponse>
 
 const GRANTS: Record<string, GrantHandler> = {
@@ -123,7 +130,7 @@ function requireGrantType(client: Client, grantType: 'authorization_code' | 'ref
 }
 
 function checkResource(deps: RouteDeps, resource: string | undefined) {
-  if (resource !== undefined && resource.replace(/\/$/, '') !== deps.config.resource) {
+  if (resource !== undefined && !isThisResource(resource, deps.config.resource)) {
     throw new OAuthError('invalid_target', `resource must be ${deps.config.resource}`)
   }
 }
@@ -145,6 +152,7 @@ async function exchangeCode(
   authorization: string | undefined,
   form: Form,
   countClient: CountClient,
+  proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
   requireGrantType(client, 'authorization_code')
@@ -187,7 +195,14 @@ async function exchangeCode(
     const refresh = client.grantTypes.includes('refresh_token')
       ? issueRefreshToken(deps, grant)
       : undefined
-    const issued = await issueTokens(deps, refresh?.grant ?? grant, 'authorization_code', refresh)
+    const issued = await issueTokens(
+      deps,
+      bindRefreshFamily(refresh?.grant ?? grant, client, Boolean(refresh), proof),
+      'authorization_code',
+      refresh,
+      undefined,
+      proof,
+    )
     await clients.touch(client)
     return issued
   })
@@ -203,6 +218,7 @@ async function issueTokens(
   grantType: string,
   refresh: { readonly token: string; readonly writes?: readonly StoreEntry[] } | undefined,
   scopes: readonly string[] = grant.scopes,
+  proof?: DpopProof,
 ): Promise<TokenResponse> {
   const upstream = await upstreamTokens(deps, grant)
   const access = await mintAccessToken(deps, {
@@ -213,6 +229,7 @@ async function issueTokens(
     ...grant.identity,
     upstream: { at: upstream.accessToken, exp: upstream.expiresAt, gid: grant.id },
     upstreamRefreshable: Boolean(upstream.refreshToken),
+    jkt: proof?.jkt,
   })
   await saveGrant(
     deps,
@@ -231,7 +248,7 @@ async function issueTokens(
   })
   return {
     access_token: access.token,
-    token_type: 'Bearer',
+    token_type: tokenType(proof),
     expires_in: access.expiresIn,
     scope: scopes.join(' '),
     ...(refresh ? { refresh_token: refresh.token } : {}),
@@ -250,6 +267,7 @@ async function refreshTokens(
   authorization: string | undefined,
   form: Form,
   countClient: CountClient,
+  proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const client = await authenticateClient(clients, authorization, form)
   requireGrantType(client, 'refresh_token')
@@ -277,21 +295,24 @@ async function refreshTokens(
           'the refresh token was already used; the session is revoked',
         )
       case 'grace':
+        requireRefreshBinding(found.grant, proof)
         return issueTokens(
           deps,
           found.grant,
           'refresh_token',
           { token: found.successor },
           narrow(found.grant, form.scope),
+          proof,
         )
       case 'current': {
         // Checked before anything rotates, so a bad scope costs the client nothing.
+        requireRefreshBinding(found.grant, proof)
         const requested = narrow(found.grant, form.scope)
         const refreshed = await refreshGrantUpstream(deps, found.grant)
         // The upstream may back fewer scopes now than at sign-in.
         const scopes = requested.filter((scope) => refreshed.grant.scopes.includes(scope))
         const rotated = await rotateRefreshToken(deps, refreshed.grant, found.hash)
-        return issueTokens(deps, rotated.grant, 'refresh_token', rotated, scopes)
+        return issueTokens(deps, rotated.grant, 'refresh_token', rotated, scopes, proof)
       }
     }
   }
@@ -331,6 +352,7 @@ async function clientCredentials(
   authorization: string | undefined,
   form: Form,
   countClient: CountClient,
+  proof: DpopProof | undefined,
 ): Promise<TokenResponse> {
   const credentials = m2mCredentials(authorization, form)
   const allowed = deps.config.m2mAllowedClients
@@ -420,6 +442,7 @@ async function clientCredentials(
     ...identityClaims(identity),
     upstream: { at: tokens.accessToken, exp: tokens.expiresAt },
     upstreamRefreshable: false,
+    jkt: proof?.jkt,
   })
   deps.audit('token.issued', {
     grant_type: 'client_credentials',
@@ -432,7 +455,7 @@ async function clientCredentials(
   })
   return {
     access_token: access.token,
-    token_type: 'Bearer',
+    token_type: tokenType(proof),
     expires_in: access.expiresIn,
     scope: scopes.join(' '),
   }

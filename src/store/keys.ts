@@ -58,6 +58,14 @@ export const storeKey = {
   accountSession: (idHash: string) => `account:${idHash}`,
   /** A back-channel logout token acted on, by the hash of its issuer and `jti`. */
   logoutToken: (hash: string) => `logout-jti:${hash}`,
+  /** A DPoP proof already presented, by the hash of its key's thumbprint and its `jti`. */
+  dpopProof: (proofHash: string) => `dpop-jti:${proofHash}`,
+  /** A `private_key_jwt` client assertion already used, by the hash of client id and `jti`. */
+  clientAssertion: (assertionHash: string) => `assertion-jti:${assertionHash}`,
+  /** A `private_key_jwt` client's JWK Set fetched from its `jwks_uri`, cached. */
+  clientJwks: (uriHash: string) => `client-jwks:${uriHash}`,
+  /** Held for a minute after a `jwks_uri` is fetched again for an unknown key. */
+  clientJwksRefetch: (uriHash: string) => `client-jwks-refetch:${uriHash}`,
 } as const
 
 /** How long each key lives (everything in the store expires). */
@@ -76,6 +84,8 @@ export const KEY_TTL_SECONDS = {
   logoutToken: 600,
   /** How long index entries outlive their grant's current expiry (renewed about that often). */
   grantIndexSlack: 86_400,
+  /** One re-fetch of a client's `jwks_uri` a minute, whatever kids its assertions name. */
+  clientJwksRefetch: 60,
 } as const
 
 /** One row of the README's key table. */
@@ -197,5 +207,29 @@ export const KEY_TABLE: readonly KeyRow[] = [
     hashTag: '—',
     what: 'a back-channel logout token acted on (a replay is refused)',
     ttl: `${KEY_TTL_SECONDS.logoutToken / 60} min`,
+  },
+  {
+    key: storeKey.dpopProof('<sha256(jkt:jti)>'),
+    hashTag: '—',
+    what: 'a DPoP proof already presented',
+    ttl: "the proof's acceptance window (≤ 3 min)",
+  },
+  {
+    key: storeKey.clientAssertion('<sha256(client_id:jti)>'),
+    hashTag: '—',
+    what: 'a client assertion already used',
+    ttl: 'until its `exp` (+ 30 s)',
+  },
+  {
+    key: storeKey.clientJwks('<sha256(jwks_uri)>'),
+    hashTag: '—',
+    what: "a `private_key_jwt` client's fetched JWK Set",
+    ttl: 'its `max-age` (default 5 min, at most 1 day)',
+  },
+  {
+    key: storeKey.clientJwksRefetch('<sha256(jwks_uri)>'),
+    hashTag: '—',
+    what: 'one re-fetch a minute on an unknown key',
+    ttl: `${KEY_TTL_SECONDS.clientJwksRefetch} s`,
   },
 ]

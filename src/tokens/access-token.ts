@@ -37,6 +37,8 @@ export interface AccessTokenParams extends IdentityClaims {
   readonly upstream: SealedUpstream
   /** Whether the proxy can refresh the upstream token without the client (a refresh token). */
   readonly upstreamRefreshable: boolean
+  /** The DPoP key the token is bound to (RFC 9449 §6: `cnf.jkt`); absent for Bearer tokens. */
+  readonly jkt?: string | undefined
 }
 
 /** A verified access token, with the upstream token unsealed. */
@@ -50,6 +52,8 @@ export interface VerifiedAccessToken extends IdentityClaims {
   readonly issuedAt: number
   readonly expiresAt: number
   readonly upstream: SealedUpstream
+  /** `cnf.jkt`: the thumbprint of the DPoP key the token is bound to (RFC 9449 §6.1). */
+  readonly jkt?: string | undefined
 }
 
 type TokenDeps = { config: Config; keys: Keys; clock: Clock }
@@ -85,6 +89,7 @@ export async function mintAccessToken(
     org_id: params.orgId,
     permissions: params.permissions,
     upt: await seal(keys, params.upstream),
+    cnf: params.jkt ? { jkt: params.jkt } : undefined,
     iss: config.issuer,
     sub: params.sub,
     aud: config.resource,
@@ -189,7 +194,14 @@ export async function verifyAccessToken(
     orgId: optionalString(payload.org_id),
     permissions: optionalStrings(payload.permissions),
     upstream,
+    jkt: confirmationJkt(payload.cnf),
   }
+}
+
+/** RFC 9449 §6.1 `cnf.jkt`, when the token is bound to a DPoP key. */
+function confirmationJkt(cnf: unknown): string | undefined {
+  if (typeof cnf !== 'object' || cnf === null) return undefined
+  return optionalString((cnf as { jkt?: unknown }).jkt)
 }
 
 function optionalString(value: unknown): string | undefined {

@@ -37,6 +37,11 @@ export interface Grant {
   readonly lastUsedAt?: number | undefined
   /** Until when the user's (and session's) index names this grant (`keepIndexed`). */
   readonly indexedUntil?: number | undefined
+  /**
+   * The DPoP key a public client's refresh tokens are bound to (RFC 9449 §5): refreshing
+   * needs a proof of it.
+   */
+  readonly dpopJkt?: string | undefined
 }
 
 /** A refresh token at rest, found by its hash. */

@@ -93,6 +93,8 @@ const TOKEN_ERRORS = [
   'unsupported_grant_type',
   'invalid_scope',
   'invalid_target',
+  // RFC 9449 §5: a bad DPoP proof at the token endpoint.
+  'invalid_dpop_proof',
 ]
 /** RFC 7591 §3.2.2. `invalid_request` only for the body limit (413). */
 const REGISTER_ERRORS = [
@@ -118,7 +120,12 @@ export const AUTHORIZE_REDIRECT_ERRORS = [
 /** What the error page (no redirect: the client could not be trusted) may name. */
 const PAGE_ERRORS = ['invalid_request', 'invalid_client', 'access_denied']
 /** RFC 6750 §3.1. */
-const BEARER_ERRORS = ['invalid_request', 'invalid_token', 'insufficient_scope']
+const BEARER_ERRORS = [
+  'invalid_request',
+  'invalid_token',
+  'insufficient_scope',
+  'invalid_dpop_proof',
+]
 
 const JSON_ERRORS: Record<Endpoint, readonly string[]> = {
   register: REGISTER_ERRORS,
@@ -153,6 +160,9 @@ function expectedStatuses(error: string): readonly number[] {
       return [429, 503]
     case 'invalid_request':
       return [400, 413]
+    // 400 at the token endpoint, 401 at the resource (RFC 9449 §5, §7.1).
+    case 'invalid_dpop_proof':
+      return [400, 401]
     default:
       return [400]
   }

@@ -1,6 +1,7 @@
 import { pino } from 'pino'
 import type { Clock } from '../../src/clock.js'
 import { type Config, loadConfig } from '../../src/config.js'
+import type { MetadataDocumentOptions } from '../../src/oauth/client-metadata-document.js'
 import { type RunningServer, startServer } from '../../src/server.js'
 import { createServices, type ServiceOverrides, type Services } from '../../src/services.js'
 import { freePort } from './net.js'
@@ -37,6 +38,8 @@ export interface StartProxyOptions {
   clock?: Clock
   /** Register `PUBLIC_URL/backchannel-logout` at the upstream (its ID tokens then carry `sid`). */
   backchannelLogout?: boolean
+  /** How the proxy fetches client metadata documents and JWK Sets (tests lift the address guard). */
+  metadataDocuments?: Partial<MetadataDocumentOptions>
 }
 
 /**
@@ -83,6 +86,7 @@ async function startProxyOnce(options: StartProxyOptions): Promise<ProxyUnderTes
       logger: pino({ level: 'silent' }),
       fetch: options.fetch,
       clock: options.clock,
+      metadataDocuments: options.metadataDocuments,
     })
   } catch (error) {
     await upstream.close()
