@@ -226,7 +226,8 @@ function eraRouter(modern: ModernEra, legacy: Handler): Handler {
         parsedBody !== undefined &&
         modern.claims(parsedBody, c.req.header('mcp-protocol-version'))
       ) {
-        return notAcceptable(c) ?? modern.answer(c.req.raw, parsedBody, authInfo)
+        const request = { header: (name: string) => c.req.header(name), raw: () => c.req.raw }
+        return notAcceptable(c) ?? modern.answer(request, parsedBody, authInfo)
       }
     }
     return legacy(c)

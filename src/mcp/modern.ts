@@ -33,8 +33,12 @@ export interface ModernEra {
    * later (SDK `classifyInboundRequest`: everything else, `initialize` included, is legacy).
    */
   claims(body: unknown, protocolVersionHeader: string | undefined): boolean
-  /** Answers a POST this era claims, as the SDK's `createMcpHandler` would. */
-  answer(request: Request, body: unknown, authInfo: AuthInfo): Promise<Response>
+  /**
+   * Answers a POST this era claims, as the SDK's `createMcpHandler` would. The request comes as
+   * its header reader and a way to build the whole `Request`: the replayed answers need two
+   * headers, and building a WHATWG `Request` on @hono/node-server copies every header.
+   */
+  answer(request: InboundRequest, body: unknown, authInfo: AuthInfo): Promise<Response>
   close(): Promise<void>
 }
 
@@ -123,10 +127,10 @@ export function createModernEra(info: ServerInfo, tools: readonly ToolDefinition
    * Whether the SDK would serve this `tools/list` or `server/discover` as is: classified
    * modern with a supported revision, both required headers present, no cursor.
    */
-  const replayable = (request: Request, body: unknown): body is ConstantRequest => {
+  const replayable = (request: InboundRequest, body: unknown): body is ConstantRequest => {
     if (!isConstantRequest(body)) return false
-    const version = request.headers.get('mcp-protocol-version')
-    const methodHeader = request.headers.get('mcp-method')
+    const version = request.header('mcp-protocol-version')
+    const methodHeader = request.header('mcp-method')
     const meta = body.params._meta
     if (
       version !== MODERN_PROTOCOL_VERSION ||
@@ -170,10 +174,17 @@ export function createModernEra(info: ServerInfo, tools: readonly ToolDefinition
           )
         }
       }
-      return handler.fetch(request, { authInfo, parsedBody: body })
+      return handler.fetch(request.raw(), { authInfo, parsedBody: body })
     },
     close: () => handler.close(),
   }
+}
+
+/** A POST as the modern era reads it. */
+export interface InboundRequest {
+  header(name: string): string | undefined
+  /** The whole request, built only for the SDK's handler. */
+  raw(): Request
 }
 
 interface ConstantRequest {
