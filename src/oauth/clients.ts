@@ -62,6 +62,12 @@ export function createClients(
   const touchedAtOf = new WeakMap<Client, number>()
   const idleTtl = config.clientIdleTtlSeconds
   const unusedTtl = Math.min(UNUSED_TTL_SECONDS, idleTtl)
+  /** A new dynamic registration under a fresh id, kept only briefly until it is first used. */
+  const storeNew = async (registration: Omit<Client, 'clientId' | 'source'>): Promise<Client> => {
+    const client: Client = { ...registration, clientId: randomToken(16), source: 'dynamic' }
+    await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
+    return client
+  }
   const statics = new Map(
     config.staticClients.map((settings): [string, Client] => [
       settings.clientId,
@@ -115,36 +121,20 @@ export function createClients(
         const existingId = await store.get<string>(dedupeKey(fingerprint))
         const existing = existingId && (await store.get<StoredClient>(clientKey(existingId)))
         if (existing) return { client: withoutBookkeeping(existing) }
-        const client: Client = {
-          ...metadata,
-          clientId: randomToken(16),
-          source: 'dynamic',
-          clientIdIssuedAt: now,
-        }
-        await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
+        const client = await storeNew({ ...metadata, clientIdIssuedAt: now })
         await store.put(dedupeKey(fingerprint), client.clientId, unusedTtl)
         return { client }
       }
       if (metadata.tokenEndpointAuthMethod === 'private_key_jwt') {
         // Its keys are its credentials: no secret, and no sharing of ids between registrations.
-        const client: Client = {
-          ...metadata,
-          clientId: randomToken(16),
-          source: 'dynamic',
-          clientIdIssuedAt: now,
-        }
-        await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
-        return { client }
+        return { client: await storeNew({ ...metadata, clientIdIssuedAt: now }) }
       }
       const clientSecret = randomToken(32)
-      const client: Client = {
+      const client = await storeNew({
         ...metadata,
-        clientId: randomToken(16),
-        source: 'dynamic',
         clientSecretHash: sha256(clientSecret),
         clientIdIssuedAt: now,
-      }
-      await store.put(clientKey(client.clientId), { ...client, touchedAt: 0 }, unusedTtl)
+      })
       return { client, clientSecret }
     },
 

@@ -30,6 +30,18 @@ function names(config: Config) {
   }
 }
 
+/** Every cookie of ours: whole site, HttpOnly, SameSite=Lax, `__Host-` and Secure on https. */
+function cookieOptions(n: ReturnType<typeof names>, maxAgeSeconds: number) {
+  return {
+    path: '/',
+    httpOnly: true,
+    secure: n.secure,
+    sameSite: 'Lax',
+    maxAge: maxAgeSeconds,
+    prefix: n.prefix,
+  } as const
+}
+
 function rawName(config: Config, name: 'browser' | 'consent' | 'account'): string {
   const n = names(config)
   return n.prefix ? `__Host-${n[name]}` : n[name]
@@ -49,14 +61,7 @@ export function ensureBrowserId(c: Context, config: Config): string {
   if (existing && /^[\w-]{43}$/.test(existing)) return existing
   const id = randomToken(32)
   const n = names(config)
-  setCookie(c, n.browser, id, {
-    path: '/',
-    httpOnly: true,
-    secure: n.secure,
-    sameSite: 'Lax',
-    maxAge: BROWSER_MAX_AGE_SECONDS,
-    prefix: n.prefix,
-  })
+  setCookie(c, n.browser, id, cookieOptions(n, BROWSER_MAX_AGE_SECONDS))
   return id
 }
 
@@ -111,14 +116,13 @@ export async function rememberConsent(
     -MAX_REMEMBERED_CONSENTS,
   )
   const n = names(config)
-  await setSignedCookie(c, n.consent, JSON.stringify(next), await cookieSecret(keys), {
-    path: '/',
-    httpOnly: true,
-    secure: n.secure,
-    sameSite: 'Lax',
-    maxAge: CONSENT_MAX_AGE_SECONDS,
-    prefix: n.prefix,
-  })
+  await setSignedCookie(
+    c,
+    n.consent,
+    JSON.stringify(next),
+    await cookieSecret(keys),
+    cookieOptions(n, CONSENT_MAX_AGE_SECONDS),
+  )
 }
 
 /** Forgets every remembered approval (used when a user denies). */
@@ -141,14 +145,13 @@ export async function forgetConsent(
   if (!kept.length) return forgetConsents(c, config)
   const n = names(config)
   const maxAge = Math.max(...kept.map((entry) => entry.exp)) - Math.floor(now)
-  await setSignedCookie(c, n.consent, JSON.stringify(kept), await cookieSecret(keys), {
-    path: '/',
-    httpOnly: true,
-    secure: n.secure,
-    sameSite: 'Lax',
-    maxAge,
-    prefix: n.prefix,
-  })
+  await setSignedCookie(
+    c,
+    n.consent,
+    JSON.stringify(kept),
+    await cookieSecret(keys),
+    cookieOptions(n, maxAge),
+  )
 }
 
 /** The `/account` page's session id, from its cookie. */
@@ -164,14 +167,7 @@ export function setAccountSession(
   maxAgeSeconds: number,
 ): void {
   const n = names(config)
-  setCookie(c, n.account, id, {
-    path: '/',
-    httpOnly: true,
-    secure: n.secure,
-    sameSite: 'Lax',
-    maxAge: maxAgeSeconds,
-    prefix: n.prefix,
-  })
+  setCookie(c, n.account, id, cookieOptions(n, maxAgeSeconds))
 }
 
 /** Ends the `/account` page's session cookie. */
