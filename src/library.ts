@@ -3,11 +3,11 @@ import type { DestinationStream, Logger } from 'pino'
 import { createApp } from './app.js'
 import { correlate, requestIdOf } from './audit.js'
 import type { Clock } from './clock.js'
-import { type Config, ConfigError, loadConfig } from './config.js'
+import { type Config, loadConfig } from './config.js'
 import type { Deps } from './deps.js'
 import { type AuthEnv, type RequireAuthOptions, requireBearer } from './mcp/require-auth.js'
 import type { ServerInfo } from './mcp/server.js'
-import type { ToolDefinition } from './mcp/tools.js'
+import { checkToolScopes, type ToolDefinition } from './mcp/tools.js'
 import { createServices } from './services.js'
 import type { Store } from './store/store.js'
 import type { AuthorizeUser } from './tokens/policy.js'
@@ -79,13 +79,8 @@ export interface McpAuthProxy {
 export async function createMcpAuthProxy(options: McpAuthProxyOptions): Promise<McpAuthProxy> {
   const config = isConfig(options.config) ? options.config : loadConfig(options.config)
   const tools = options.tools ?? []
-  const problems = tools.flatMap((tool) =>
-    (tool.requiredScopes ?? [])
-      .filter((scope) => !config.scopes.includes(scope))
-      .map((scope) => `SCOPES: tool ${tool.name} requires ${scope}, which SCOPES does not list`),
-  )
-  // No client could obtain such a scope: the tool would refuse everyone.
-  if (problems.length) throw new ConfigError(problems)
+  // Before any service starts, so a bad tool list leaves nothing open.
+  checkToolScopes(config, tools)
 
   const deps = await createServices(config, {
     store: options.store,

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import {
   ConfigError,
+  createApp,
   createMcpAuthProxy,
   defineTool,
   jsonResult,
@@ -16,6 +17,7 @@ import {
 } from '../src/index.js'
 import { mintAccessToken } from '../src/tokens/access-token.js'
 import { findGrant, upstreamTokens } from '../src/tokens/grants.js'
+import { createTestApp } from './support/app.js'
 import { createTestClock } from './support/clock.js'
 import { signIn, TestOAuthProvider } from './support/flow.js'
 import {
@@ -521,6 +523,20 @@ describe('createMcpAuthProxy configuration', () => {
     const error = await createMcpAuthProxy({ config: env, tools: [listReports] }).catch(
       (e: unknown) => e,
     )
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems).toEqual([
+      'SCOPES: tool list_reports requires reports:read, which SCOPES does not list',
+    ])
+  })
+
+  it('refuses the same tool when an app mounts it with createApp directly', async () => {
+    const { deps } = await createTestApp()
+    let error: unknown
+    try {
+      createApp(deps, { mcp: { tools: [listReports] } })
+    } catch (e) {
+      error = e
+    }
     expect(error).toBeInstanceOf(ConfigError)
     expect((error as ConfigError).problems).toEqual([
       'SCOPES: tool list_reports requires reports:read, which SCOPES does not list',

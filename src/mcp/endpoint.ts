@@ -22,7 +22,7 @@ import {
   type SessionOwner,
   type SessionRegistryOptions,
 } from './sessions.js'
-import type { Caller, ToolDefinition } from './tools.js'
+import { type Caller, checkToolScopes, type ToolDefinition } from './tools.js'
 import {
   type Delivery,
   HttpServerTransport,
@@ -85,6 +85,7 @@ export function createMcpEndpoint(deps: McpDeps, options: McpEndpointOptions = {
   }
   const builtins = backend || options.builtinTools === false ? [] : builtinTools(deps.upstream)
   const tools = [...builtins, ...(options.tools ?? [])]
+  checkToolScopes(deps.config, tools)
   const serverInfo = options.serverInfo ?? DEFAULT_SERVER_INFO
   const servers = createServerFactory(serverInfo, tools)
   // The instance's one gate: `requireAuth()` builds the same over the same services.

@@ -8,6 +8,7 @@ import type {
 } from '@modelcontextprotocol/sdk/types.js'
 import type { InputRequiredResult } from '@modelcontextprotocol/server'
 import type { z } from 'zod'
+import { type Config, ConfigError } from '../config.js'
 import type { Actor } from '../tokens/access-token.js'
 
 /**
@@ -80,4 +81,20 @@ export function jsonResult(value: unknown): CallToolResult {
 /** A tool-level failure (`isError`): the model sees the message, the protocol call succeeds. */
 export function toolError(message: string): CallToolResult {
   return { content: [{ type: 'text', text: message }], isError: true }
+}
+
+/**
+ * Refuses tools whose `requiredScopes` name a scope outside `SCOPES`: no client could obtain
+ * it, so the tool would refuse everyone. One line per such scope, like every config problem.
+ */
+export function checkToolScopes(
+  config: Pick<Config, 'scopes'>,
+  tools: readonly Pick<ToolDefinition, 'name' | 'requiredScopes'>[],
+): void {
+  const problems = tools.flatMap((tool) =>
+    (tool.requiredScopes ?? [])
+      .filter((scope) => !config.scopes.includes(scope))
+      .map((scope) => `SCOPES: tool ${tool.name} requires ${scope}, which SCOPES does not list`),
+  )
+  if (problems.length) throw new ConfigError(problems)
 }
