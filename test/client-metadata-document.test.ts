@@ -1,10 +1,6 @@
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { Clock } from '../src/clock.js'
 import { OAuthError } from '../src/errors.js'
@@ -17,6 +13,7 @@ import {
 } from '../src/oauth/client-metadata-document.js'
 import { createMemoryStore } from '../src/store/memory.js'
 import type { Store } from '../src/store/store.js'
+import { selfSignedCertificate } from './support/https-server.js'
 import { freePort } from './support/net.js'
 
 const START = 1_700_000_000
@@ -107,7 +104,6 @@ function releaseSlow() {
   for (const answer of held.splice(0)) answer()
 }
 
-let dir: string
 let certPem: string
 let server: Server
 let base: string
@@ -117,32 +113,9 @@ const hits = new Map<string, number>()
 let hungSocketClosed: Promise<unknown> | undefined
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'cimd-test-'))
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      join(dir, 'k.pem'),
-      '-out',
-      join(dir, 'c.pem'),
-    ],
-    { stdio: 'ignore' },
-  )
-  certPem = readFileSync(join(dir, 'c.pem'), 'utf8')
-  server = createServer({ key: readFileSync(join(dir, 'k.pem')), cert: certPem }, (req, res) => {
+  const { key, cert } = selfSignedCertificate()
+  certPem = cert
+  server = createServer({ key, cert: certPem }, (req, res) => {
     const path = new URL(req.url ?? '/', 'https://x').pathname
     hits.set(path, (hits.get(path) ?? 0) + 1)
     const handler = routes[path] ?? (path.startsWith('/slow/') ? slow : undefined)
@@ -164,7 +137,6 @@ beforeAll(async () => {
 afterAll(async () => {
   server.closeAllConnections()
   await new Promise((resolve) => server.close(resolve))
-  rmSync(dir, { recursive: true, force: true })
 })
 
 let clock: Clock & { t: number }

@@ -2,8 +2,8 @@ import type { ChildProcess } from 'node:child_process'
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBalancer, startProcess } from './support/fleet.js'
-import { formPost, signIn, TestOAuthProvider } from './support/flow.js'
-import { connectClient, resultJson } from './support/mcp.js'
+import { formPost } from './support/flow.js'
+import { connectClient, resultJson, signedInProvider } from './support/mcp.js'
 import { freePort } from './support/net.js'
 import { PROXY_CLIENT, upstreamEnv } from './support/proxy.js'
 import { uniquePrefix } from './support/redis.js'
@@ -97,18 +97,8 @@ describe.each([
 
   it('completes the flow, keeps every grant through a killed master, and recovers without a restart', async () => {
     const serverUrl = `${publicUrl}/mcp`
-    const redirectUrl = 'http://127.0.0.1:43999/cb'
-    const provider = new TestOAuthProvider(redirectUrl, {
-      client_name: 'ha client',
-      redirect_uris: [redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    })
-    expect(await auth(provider, { serverUrl })).toBe('REDIRECT')
-    const back = await signIn({ url: publicUrl, upstream }, provider.authorizationUrls[0] as URL)
-    const code = back.searchParams.get('code') as string
-    expect(await auth(provider, { serverUrl, authorizationCode: code })).toBe('AUTHORIZED')
+    // Registration, consent, upstream login and code exchange, all through the balancer.
+    const provider = await signedInProvider({ url: publicUrl, upstream }, { port: 43999 })
     const first = await connectClient(serverUrl, provider)
     expect(
       resultJson(await first.client.callTool({ name: 'whoami', arguments: {} })),

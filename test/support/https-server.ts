@@ -21,12 +21,8 @@ export interface HttpsTestServer {
   close(): Promise<void>
 }
 
-/**
- * A real https server on loopback with a fresh self-signed certificate (openssl), as a client's
- * host would serve its metadata document and JWK Set. The proxy reaches it with the document
- * fetcher's address guard lifted and this certificate trusted; nothing else changes.
- */
-export async function startHttpsServer(): Promise<HttpsTestServer> {
+/** A fresh self-signed P-256 certificate for `localhost` and 127.0.0.1 (openssl), one day long. */
+export function selfSignedCertificate(): { readonly key: Buffer; readonly cert: string } {
   const dir = mkdtempSync(join(tmpdir(), 'https-test-'))
   try {
     execFileSync(
@@ -52,36 +48,44 @@ export async function startHttpsServer(): Promise<HttpsTestServer> {
       ],
       { stdio: 'ignore' },
     )
-    const ca = readFileSync(join(dir, 'c.pem'), 'utf8')
-    const key = readFileSync(join(dir, 'k.pem'))
-    const routes = new Map<string, HttpsRoute>()
-    const hits = new Map<string, number>()
-    const server = createServer({ key, cert: ca }, (req, res) => {
-      const path = new URL(req.url ?? '/', 'https://x').pathname
-      hits.set(path, (hits.get(path) ?? 0) + 1)
-      const route = routes.get(path)
-      if (!route) {
-        res.writeHead(404)
-        res.end()
-        return
-      }
-      route(req, res)
-    })
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    const { port } = server.address() as AddressInfo
-    return {
-      base: `https://localhost:${port}`,
-      ca,
-      routes,
-      hits,
-      close: () =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve())
-          server.closeAllConnections()
-        }),
-    }
+    return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem'), 'utf8') }
   } finally {
     rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * A real https server on loopback with a fresh self-signed certificate (openssl), as a client's
+ * host would serve its metadata document and JWK Set. The proxy reaches it with the document
+ * fetcher's address guard lifted and this certificate trusted; nothing else changes.
+ */
+export async function startHttpsServer(): Promise<HttpsTestServer> {
+  const { key, cert: ca } = selfSignedCertificate()
+  const routes = new Map<string, HttpsRoute>()
+  const hits = new Map<string, number>()
+  const server = createServer({ key, cert: ca }, (req, res) => {
+    const path = new URL(req.url ?? '/', 'https://x').pathname
+    hits.set(path, (hits.get(path) ?? 0) + 1)
+    const route = routes.get(path)
+    if (!route) {
+      res.writeHead(404)
+      res.end()
+      return
+    }
+    route(req, res)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    base: `https://localhost:${port}`,
+    ca,
+    routes,
+    hits,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
   }
 }
 
