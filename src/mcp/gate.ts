@@ -193,12 +193,7 @@ export function createBearerGate(deps: BearerGateDeps): BearerGate {
         },
         options.requestId,
       )
-      throw refuse(
-        403,
-        'insufficient_scope',
-        describeNeededScopes(config, required, 'request'),
-        required,
-      )
+      throw refuse(403, 'insufficient_scope', describeNeededScopes(config, required), required)
     }
     let upstreamAccessToken = verified.upstream.at
     if (options.upstream ?? true) {

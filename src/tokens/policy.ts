@@ -87,13 +87,9 @@ export function grantScopes(
  * permission each backed scope needs, so that a user who cannot step up knows what to ask an
  * administrator for.
  */
-export function describeNeededScopes(
-  config: ScopeConfig,
-  scopes: readonly string[],
-  what: 'call' | 'request',
-): string {
+export function describeNeededScopes(config: ScopeConfig, scopes: readonly string[]): string {
   const plural = scopes.length > 1
-  const base = `this ${what} needs the scope${plural ? 's' : ''} ${scopes.join(' ')}`
+  const base = `this request needs the scope${plural ? 's' : ''} ${scopes.join(' ')}`
   const backed = scopes.flatMap((scope) => {
     const backing = scopeBacking(config, scope)
     return backing ? [{ scope, permissions: backing.join(' or ') }] : []
